@@ -1,0 +1,1 @@
+"""dbgvm: a debugger-oriented x86 virtual machine (see README.md)."""

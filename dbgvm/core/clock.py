@@ -1,0 +1,49 @@
+"""Virtual time, derived from the retired-instruction count so that runs are deterministic.
+
+The virtual CPU retires one instruction every :data:`NS_PER_INSN` nanoseconds (100 MIPS). HLT
+with the virtual IF set does not spin: it idles virtual time forward to the next timer deadline,
+so time is ``icount + idle`` instruction periods.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+NS_PER_INSN = 10
+TSC_HZ = 1_000_000_000 // NS_PER_INSN
+
+
+class Timer(Protocol):
+    def next_deadline(self) -> int | None:
+        """Virtual time (instruction periods) of the next expiry, or None when disarmed."""
+
+    def expire(self, now: int) -> None:
+        """Fire everything due at or before ``now``."""
+
+
+class VirtualClock:
+    def __init__(self, icount: Callable[[], int]) -> None:
+        self._icount = icount
+        self.idle = 0
+        self._timers: list[Timer] = []
+
+    def now(self) -> int:
+        """Current virtual time in instruction periods."""
+        return self._icount() + self.idle
+
+    def add_timer(self, timer: Timer) -> None:
+        self._timers.append(timer)
+
+    def next_deadline(self) -> int | None:
+        deadlines = [d for d in (t.next_deadline() for t in self._timers) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def expire(self) -> None:
+        now = self.now()
+        for timer in self._timers:
+            deadline = timer.next_deadline()
+            if deadline is not None and deadline <= now:
+                timer.expire(now)
+
+    def idle_until(self, deadline: int) -> None:
+        self.idle += max(0, deadline - self.now())

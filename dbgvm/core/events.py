@@ -1,0 +1,97 @@
+"""Typed virtualization events and the bus they travel on.
+
+Every step a hypervisor normally hides (a trap, an emulated instruction, a change of the virtual
+interrupt flag, an injected interrupt, a port access, a descriptor validation, the end of the
+run) is an :class:`Event` stamped with the exact number of guest instructions retired before it.
+Front ends subscribe with a filter; nothing is formatted unless someone listens.
+"""
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EventKind(str, enum.Enum):
+    TRAP = "trap"
+    VIF = "vif"
+    IRQ = "irq"
+    IO = "io"
+    DESC = "desc"
+    PT = "pt"
+    HAL = "hal"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event. ``fields`` holds the kind's own fields (docs/events.md)."""
+
+    icount: int
+    kind: EventKind
+    eip: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"icount": self.icount, "kind": self.kind.value, "eip": self.eip,
+                           **self.fields}, separators=(",", ":"))
+
+    def describe(self) -> str:
+        """One human-readable line, as ``--trace`` prints it."""
+        parts = []
+        for key, value in self.fields.items():
+            if isinstance(value, int) and not isinstance(value, bool) and key not in (
+                    "size", "len", "count", "line", "status", "index"):
+                parts.append(f"{key}={value:#x}")
+            else:
+                parts.append(f"{key}={value}")
+        return f"[{self.icount:>10}] {self.kind.value:<5} eip={self.eip:#010x} " + " ".join(parts)
+
+
+Listener = Callable[[Event], None]
+
+
+def parse_kinds(text: str) -> frozenset[EventKind]:
+    """``trap,vif`` or ``all`` -> kinds; raises ValueError naming an unknown kind."""
+    if text.strip() == "all":
+        return frozenset(EventKind)
+    kinds = set()
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            kinds.add(EventKind(name))
+        except ValueError:
+            known = ", ".join(k.value for k in EventKind)
+            raise ValueError(f"unknown event kind {name!r} (known: {known}, all)") from None
+    return frozenset(kinds)
+
+
+class EventBus:
+    """Delivers events to the subscribers whose kinds match, in subscription order."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[tuple[frozenset[EventKind], Listener]] = []
+        self._wanted: frozenset[EventKind] = frozenset()
+
+    def subscribe(self, kinds: Iterable[EventKind], listener: Listener) -> Callable[[], None]:
+        entry = (frozenset(kinds), listener)
+        self._subscribers.append(entry)
+        self._recompute()
+
+        def unsubscribe() -> None:
+            self._subscribers.remove(entry)
+            self._recompute()
+        return unsubscribe
+
+    def _recompute(self) -> None:
+        self._wanted = frozenset().union(*(k for k, _ in self._subscribers))
+
+    def wants(self, kind: EventKind) -> bool:
+        """Whether anyone listens for ``kind`` (lets hot paths skip building an event)."""
+        return kind in self._wanted
+
+    def publish(self, event: Event) -> None:
+        for kinds, listener in self._subscribers:
+            if event.kind in kinds:
+                listener(event)

@@ -1,0 +1,541 @@
+"""The Machine: guest RAM, the deprivileged CPU, the run loop and trap dispatch.
+
+Guest code, kernel and user alike, runs at real CPL 3 inside Unicorn. Whatever it may not do
+there traps into this monitor, which emulates it against the virtual CPU (vcpu.py) and reports
+each step as an event. Front ends (CLI, gdb stub, monitor prompt, tests) use only the public
+methods of this class.
+"""
+from __future__ import annotations
+
+import mmap
+import struct
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
+from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
+                     UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
+                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, UC_PROT_ALL, Uc, UcError)
+from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
+                               UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
+                               UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI,
+                               UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ES,
+                               UC_X86_REG_ESI, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
+                               UC_X86_REG_GS, UC_X86_REG_SS)
+
+from . import privileged
+from .clock import VirtualClock
+from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
+from .delivery import deliver
+from .descriptors import MONITOR_HOLE, Descriptor
+from .events import Event, EventBus, EventKind
+from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, StopReason, Vector
+from .inputs import InputQueue
+from .loader import BootImage
+from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
+from .pit import PIT_PORTS, Pit
+from .port_bus import PortBus
+from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
+from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
+from .vcpu import CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_TSD, GuestRegisters, VirtualCpu
+
+DEFAULT_RAM_MB = 64
+QUANTUM = 1 << 20
+MONITOR_SIZE = 4 << 20
+TABLES = TableLayout(gdt_ring0=MONITOR_HOLE, gdt_ring3=MONITOR_HOLE + 0x10000,
+                     ldt_ring0=MONITOR_HOLE + 0x20000, ldt_ring3=MONITOR_HOLE + 0x30000)
+TRAMPOLINE = MONITOR_HOLE + 0x40000
+TRAMPOLINE_STACK = MONITOR_HOLE + 0x41000
+MONITOR_CS, MONITOR_SS = 0x20, 0x28       # ring-0 selectors used once, by the trampoline
+BOOT_ESP = 0x7C00
+MAX_RAM_MB = 3072
+
+_GPRS = (UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EBX, UC_X86_REG_ESP,
+         UC_X86_REG_EBP, UC_X86_REG_ESI, UC_X86_REG_EDI)
+_DATA_SEGS = (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS)
+_REGISTER_IDS = {"eax": UC_X86_REG_EAX, "ecx": UC_X86_REG_ECX, "edx": UC_X86_REG_EDX,
+                 "ebx": UC_X86_REG_EBX, "esp": UC_X86_REG_ESP, "ebp": UC_X86_REG_EBP,
+                 "esi": UC_X86_REG_ESI, "edi": UC_X86_REG_EDI, "eip": UC_X86_REG_EIP}
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why and where a run ended. ``exit_status`` is what the dbgvm process should exit with."""
+
+    reason: StopReason
+    message: str
+    eip: int
+    icount: int
+    exit_status: int
+
+
+class Machine:
+    def __init__(self, ram_mb: int = DEFAULT_RAM_MB,
+                 console: Callable[[bytes], None] | None = None) -> None:
+        if not 2 <= ram_mb <= MAX_RAM_MB:
+            raise ValueError(f"guest RAM must be 2..{MAX_RAM_MB} MiB, not {ram_mb}")
+        layout = calibrated_layout()
+        self.ram_size = ram_mb << 20
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self._ram_map = mmap.mmap(-1, self.ram_size)
+        self.ram = memoryview(self._ram_map)
+        import ctypes
+        ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram_map))
+        uc.mem_map_ptr(0, self.ram_size, UC_PROT_ALL, ram_ptr)
+        uc.mem_map(MONITOR_HOLE, MONITOR_SIZE, UC_PROT_ALL)
+        self._latch = ExceptionLatch(uc, layout)
+        self._counter = InstructionCounter(uc, layout)
+
+        self.events = EventBus()
+        self.vcpu = VirtualCpu()
+        self.icount = 0
+        self.clock = VirtualClock(self.current_icount)
+        self.inputs = InputQueue()
+        self.console_output = bytearray()
+        self._console = console or self.console_output.extend
+        self.ports = PortBus()
+        self.pic = Pic()
+        self.pit = Pit(self.clock.now, self.pic.raise_irq)
+        self.ports.register(MASTER_PORTS, self.pic)
+        self.ports.register(SLAVE_PORTS, self.pic)
+        self.ports.register(PIT_PORTS, self.pit)
+        self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
+        self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
+        self.clock.add_timer(self.pit)
+        self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit)
+        self.symbols: dict[str, int] = {}
+
+        self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
+        self._cs.detail = True
+        self._decoded: dict[bytes, CsInsn] = {}
+        self._in_quantum = False
+        self._quantum_base = 0
+        self._boundary_pos: int | None = None
+        self._stop: Stop | None = None
+        self._halted = False
+        self._shadow_until = 0
+        self.trap_eip = 0
+
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
+                    UC_HOOK_MEM_FETCH_UNMAPPED, self._on_unmapped)
+        self._enter_ring3()
+
+    # -- start-up ---------------------------------------------------------------------------
+    def _enter_ring3(self) -> None:
+        """Reach real CPL 3 once, through a one-instruction IRET at CPL 0, and stay there."""
+        uc = self.uc
+        ring0 = (Descriptor(0x00CF9A000000FFFF), Descriptor(0x00CF92000000FFFF))
+        uc.mem_write(TABLES.gdt_ring0 + MONITOR_CS, b"".join(d.pack() for d in ring0))
+        uc.reg_write(UC_X86_REG_GDTR, (0, TABLES.gdt_ring0, MONITOR_SS + 7, 0))
+        uc.reg_write(UC_X86_REG_SS, MONITOR_SS)
+        uc.reg_write(UC_X86_REG_CS, MONITOR_CS)
+        for reg in _DATA_SEGS:
+            uc.reg_write(reg, MONITOR_SS)
+        uc.mem_write(TRAMPOLINE, b"\xcf")  # iret
+        uc.mem_write(TRAMPOLINE_STACK, struct.pack("<5I", 0, BOOT_CS | 3, 2, BOOT_ESP,
+                                                   BOOT_DS | 3))
+        uc.reg_write(UC_X86_REG_ESP, TRAMPOLINE_STACK)
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+        uc.emu_start(TRAMPOLINE, 0, count=1)
+        uc.mem_write(TABLES.gdt_ring0 + MONITOR_CS, bytes(16))
+        self.tables.apply_view()
+        for reg in _DATA_SEGS:
+            uc.reg_write(reg, BOOT_DS)
+        # Real CR0: protected mode, WP so supervisor-implicit accesses respect read-only pages.
+        # Real CR4.TSD makes RDTSC trap at CPL 3 so the monitor can give virtual time.
+        uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP)
+        uc.reg_write(UC_X86_REG_CR4, CR4_TSD)
+        uc.ctl_flush_tb()
+
+    def load(self, image: BootImage) -> None:
+        """Place a boot image in guest RAM and set the Multiboot entry registers."""
+        for chunk in image.chunks:
+            self.ram[chunk.paddr:chunk.paddr + len(chunk.data)] = chunk.data
+            tail = chunk.memsz - len(chunk.data)
+            if tail > 0:
+                start = chunk.paddr + len(chunk.data)
+                self.ram[start:start + tail] = bytes(tail)
+        self.symbols = dict(image.symbols)
+        self.uc.reg_write(UC_X86_REG_EIP, image.entry)
+        if image.multiboot:
+            self.uc.reg_write(UC_X86_REG_EAX, image.eax)
+            self.uc.reg_write(UC_X86_REG_EBX, image.ebx)
+        self.uc.ctl_flush_tb()
+
+    # -- time and events ---------------------------------------------------------------------
+    def current_icount(self) -> int:
+        """Instructions retired so far; inside a trap, those before the trapping instruction."""
+        if self._in_quantum:
+            return self._quantum_base + self._counter.read() - 1
+        return self.icount
+
+    def _emit(self, kind: EventKind, eip: int, **fields: object) -> None:
+        if self.events.wants(kind):
+            self.events.publish(Event(self.current_icount(), kind, eip, fields))
+
+    def set_vif(self, value: bool, cause: str) -> None:
+        if self.vcpu.vif == value:
+            return
+        self.vcpu.vif = value
+        self._emit(EventKind.VIF, self.trap_eip, **{"from": int(not value), "to": int(value),
+                                                    "cause": cause})
+        if value and self.pic.pending():
+            self._request_boundary()
+
+    def set_cpl(self, cpl: int) -> None:
+        self.vcpu.cpl = cpl
+        self.tables.set_ring3_view(cpl == 3)
+
+    def interrupt_shadow(self) -> None:
+        """After STI, the next instruction runs before any interrupt is taken."""
+        self._shadow_until = self.current_icount() + 2
+
+    def halt(self) -> None:
+        self._halted = True
+        self._request_boundary()
+
+    def _request_boundary(self) -> None:
+        """End the quantum after the current instruction (counted as one)."""
+        if self._in_quantum and self._boundary_pos is None:
+            self._boundary_pos = self._counter.read()
+            self.uc.emu_stop()
+
+    def _end(self, reason: StopReason, message: str, exit_status: int, eip: int | None = None
+             ) -> None:
+        if self._stop is None:
+            eip = self.uc.reg_read(UC_X86_REG_EIP) if eip is None else eip
+            self._stop = Stop(reason, message, eip, self.current_icount(), exit_status)
+        self._request_boundary()
+
+    def _debug_exit(self, status: int) -> None:
+        self._end(StopReason.DEBUG_EXIT, f"guest wrote to the debug-exit port: status {status}",
+                  status)
+
+    def request_stop(self, message: str = "stopped by request") -> None:
+        self._end(StopReason.REQUESTED, message, 0)
+
+    # -- guest memory -----------------------------------------------------------------------
+    def _physical(self, linear: int, size: int, write: bool) -> int:
+        if self.vcpu.cr0 & CR0_PG:
+            raise GuestStop(StopReason.UNSUPPORTED, "guest paging is not supported yet")
+        if linear + size > self.ram_size:
+            raise GuestStop(StopReason.BAD_MEMORY,
+                            f"monitor access to {linear:#x}+{size} outside guest RAM "
+                            f"({self.ram_size >> 20} MiB)")
+        return linear
+
+    def read_linear(self, linear: int, size: int) -> bytes:
+        """Guest linear memory as the guest would read it (faults raised as GuestFault)."""
+        paddr = self._physical(linear, size, False)
+        return bytes(self.ram[paddr:paddr + size])
+
+    def write_linear(self, linear: int, data: bytes) -> None:
+        paddr = self._physical(linear, len(data), True)
+        self.ram[paddr:paddr + len(data)] = data
+        self.uc.ctl_remove_cache(paddr, paddr + len(data))
+
+    def read_physical(self, paddr: int, size: int) -> bytes:
+        if paddr < 0 or paddr + size > self.ram_size:
+            raise ValueError(f"physical range {paddr:#x}+{size} is outside guest RAM")
+        return bytes(self.ram[paddr:paddr + size])
+
+    def write_physical(self, paddr: int, data: bytes) -> None:
+        if paddr < 0 or paddr + len(data) > self.ram_size:
+            raise ValueError(f"physical range {paddr:#x}+{len(data)} is outside guest RAM")
+        self.ram[paddr:paddr + len(data)] = data
+        self.uc.ctl_remove_cache(paddr, paddr + len(data))
+
+    # -- control registers ------------------------------------------------------------------
+    def read_cr(self, index: int) -> int:
+        vcpu = self.vcpu
+        values = {0: vcpu.cr0, 2: vcpu.cr2, 3: vcpu.cr3, 4: vcpu.cr4}
+        if index not in values:
+            raise GuestFault(Vector.UD)
+        return values[index]
+
+    def write_cr(self, index: int, value: int) -> None:
+        vcpu = self.vcpu
+        if index == 0:
+            if not value & CR0_PE:
+                raise GuestStop(StopReason.UNSUPPORTED, "clearing CR0.PE (real mode) is not "
+                                "supported")
+            if value & CR0_PG and not vcpu.cr0 & CR0_PG:
+                raise GuestStop(StopReason.UNSUPPORTED, "guest paging (CR0.PG) is not "
+                                "supported yet")
+            vcpu.cr0 = value | CR0_ET
+        elif index == 2:
+            vcpu.cr2 = value
+        elif index == 3:
+            vcpu.cr3 = value
+        elif index == 4:
+            vcpu.cr4 = value
+        else:
+            raise GuestFault(Vector.UD)
+
+    def invlpg(self, linear: int) -> None:
+        self._emit(EventKind.PT, self.trap_eip, op="invlpg", vaddr=linear)
+
+    # -- registers ---------------------------------------------------------------------------
+    def registers(self) -> GuestRegisters:
+        uc, vcpu = self.uc, self.vcpu
+        gprs = [uc.reg_read(r) for r in _GPRS]
+        return GuestRegisters(*gprs, eip=uc.reg_read(UC_X86_REG_EIP),
+                              eflags=vcpu.guest_eflags(uc.reg_read(UC_X86_REG_EFLAGS)),
+                              cs=(uc.reg_read(UC_X86_REG_CS) & ~3) | vcpu.cpl,
+                              ss=(uc.reg_read(UC_X86_REG_SS) & ~3) | vcpu.cpl,
+                              ds=uc.reg_read(UC_X86_REG_DS), es=uc.reg_read(UC_X86_REG_ES),
+                              fs=uc.reg_read(UC_X86_REG_FS), gs=uc.reg_read(UC_X86_REG_GS),
+                              cr0=vcpu.cr0, cr2=vcpu.cr2, cr3=vcpu.cr3, cr4=vcpu.cr4,
+                              cpl=vcpu.cpl, vif=vcpu.vif)
+
+    def write_register(self, name: str, value: int) -> None:
+        """Set a general register or EIP (segment and control registers: not yet)."""
+        if name not in _REGISTER_IDS:
+            raise ValueError(f"register {name!r} cannot be written")
+        self.uc.reg_write(_REGISTER_IDS[name], value & 0xFFFFFFFF)
+
+    # -- decoding ----------------------------------------------------------------------------
+    def decode(self, eip: int) -> CsInsn:
+        """The instruction at CS:EIP, as the guest sees its memory."""
+        linear = self.tables.base_of(self.uc.reg_read(UC_X86_REG_CS)) + eip
+        size = max(1, min(15, self.ram_size - linear)) if linear < self.ram_size else 15
+        code = self.read_linear(linear, size)
+        insn = self._decoded.get(code)
+        if insn is None:
+            insn = next(self._cs.disasm(code, eip, 1), None)
+            if insn is None:
+                raise GuestFault(Vector.UD)
+            self._decoded[code] = insn
+        if insn.address != eip:
+            insn = next(self._cs.disasm(code, eip, 1))
+        return insn
+
+    def describe_insn(self, eip: int) -> str:
+        try:
+            insn = self.decode(eip)
+            return f"{insn.mnemonic} {insn.op_str}".strip()
+        except (GuestFault, GuestStop):
+            return "(unreadable)"
+
+    # -- trap dispatch -----------------------------------------------------------------------
+    def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
+        info = self._latch.acknowledge()
+        eip = uc.reg_read(UC_X86_REG_EIP)
+        try:
+            if info.is_software_int:
+                length = 1 if intno in (3, 4) and self.ram[eip - 1] in (0xCC, 0xCE) else 2
+                self.trap_eip = eip - length
+                self._emit(EventKind.TRAP, self.trap_eip, vector=intno,
+                           insn=self.describe_insn(self.trap_eip), action="deliver")
+                self._deliver_guarded(intno, eip, software=True)
+            else:
+                self.trap_eip = eip
+                self._handle_fault(intno, info.error_code, eip)
+        except GuestStop as stop:
+            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
+        except Exception as exc:  # noqa: BLE001 - the host must survive any guest action
+            self._monitor_error(exc, eip)
+
+    def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
+        if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
+                vector == Vector.GP and self.vcpu.cpl <= self.vcpu.iopl):
+            insn = self.decode(eip)
+            handler = privileged.HANDLERS.get(insn.mnemonic)
+            if handler is not None and (self.vcpu.cpl == 0 or insn.mnemonic in ("cli", "sti")):
+                text = f"{insn.mnemonic} {insn.op_str}".strip()
+                try:
+                    jumped = handler(self, insn)
+                except GuestFault as fault:
+                    self._emit(EventKind.TRAP, eip, vector=vector, insn=text, action="reflect")
+                    self._reflect(fault, eip)
+                    return
+                if jumped is not None:
+                    self._emit(EventKind.TRAP, eip, vector=vector, insn=text, action="emulate")
+                    if not jumped:
+                        self.uc.reg_write(UC_X86_REG_EIP, eip + insn.size)
+                    return
+            if vector == Vector.GP and error_code & 0xFFFC and \
+                    self.tables.refresh_entry(error_code, eip):
+                return  # the guest edited its table since: retry with the fresh copy
+        self._emit(EventKind.TRAP, eip, vector=vector, insn=self.describe_insn(eip),
+                   action="reflect")
+        self._reflect(GuestFault(vector, error_code), eip)
+
+    def _reflect(self, fault: GuestFault, eip: int) -> None:
+        """Deliver a fault the guest caused to the guest itself, at the faulting instruction."""
+        if fault.vector == Vector.GP and fault.error_code & 0xFFFC:
+            reason = self.tables.refusal(fault.error_code)
+            if reason:
+                self._emit(EventKind.DESC, eip, table="ldt" if fault.error_code & 4 else "gdt",
+                           op="fault", index=fault.error_code >> 3, reason=reason)
+        if fault.cr2 is not None:
+            self.vcpu.cr2 = fault.cr2
+        code = fault.error_code if fault.vector in HAS_ERROR_CODE else None
+        self._deliver_guarded(fault.vector, eip, error_code=code)
+
+    def _deliver_guarded(self, vector: int, return_eip: int, *, error_code: int | None = None,
+                         software: bool = False, external: bool = False) -> None:
+        """Deliver, escalating to #DF and then to a triple-fault stop as the CPU does."""
+        try:
+            deliver(self, vector, return_eip, error_code=error_code, software=software,
+                    external=external)
+        except GuestFault as fault:
+            if vector == Vector.DF:
+                raise GuestStop(StopReason.TRIPLE_FAULT,
+                                f"triple fault: delivering #DF raised vector {fault.vector} "
+                                f"error {fault.error_code:#x}") from None
+            benign = software or external or vector not in (Vector.DE, Vector.TS, Vector.NP,
+                                                             Vector.SS, Vector.GP, Vector.PF)
+            if benign or fault.vector not in (Vector.DE, Vector.TS, Vector.NP, Vector.SS,
+                                              Vector.GP, Vector.PF):
+                self._reflect(fault, return_eip if not software else self.trap_eip)
+            else:
+                self._deliver_guarded(Vector.DF, return_eip, error_code=0)
+
+    def _on_invalid(self, uc: Uc, _: object) -> bool:
+        self._latch.acknowledge()
+        eip = uc.reg_read(UC_X86_REG_EIP)
+        self.trap_eip = eip
+        try:
+            self._emit(EventKind.TRAP, eip, vector=int(Vector.UD), insn=self.describe_insn(eip),
+                       action="reflect")
+            self._deliver_guarded(Vector.UD, eip)
+        except GuestStop as stop:
+            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
+        except Exception as exc:  # noqa: BLE001
+            self._monitor_error(exc, eip)
+        return True
+
+    def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
+        try:
+            value = self.ports.read(port, size)
+            claimed = value is not None
+            if value is None:
+                value = (1 << (8 * size)) - 1
+            self._emit(EventKind.IO, uc.reg_read(UC_X86_REG_EIP), port=port, size=size,
+                       dir="in", value=value, **({} if claimed else {"unclaimed": True}))
+            return value
+        except Exception as exc:  # noqa: BLE001
+            self._monitor_error(exc, uc.reg_read(UC_X86_REG_EIP))
+            return 0
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
+        try:
+            value &= (1 << (8 * size)) - 1
+            claimed = self.ports.write(port, size, value)
+            self._emit(EventKind.IO, uc.reg_read(UC_X86_REG_EIP), port=port, size=size,
+                       dir="out", value=value, **({} if claimed else {"unclaimed": True}))
+            if self.vcpu.vif and self.pic.pending():
+                self._request_boundary()
+        except Exception as exc:  # noqa: BLE001
+            self._monitor_error(exc, uc.reg_read(UC_X86_REG_EIP))
+
+    def _on_cpuid(self, uc: Uc, _: object) -> bool:
+        privileged.cpuid(self)
+        return True
+
+    def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
+                     _: object) -> bool:
+        eip = uc.reg_read(UC_X86_REG_EIP)
+        self._end(StopReason.BAD_MEMORY,
+                  f"guest access to physical {address:#x} (size {size}) outside guest RAM at "
+                  f"eip {eip:#010x}: {self.describe_insn(eip)}", 1, eip)
+        return False
+
+    def _stop_message(self, message: str, eip: int) -> str:
+        return f"{message} at eip {eip:#010x}: {self.describe_insn(eip)}"
+
+    def _monitor_error(self, exc: Exception, eip: int) -> None:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self._end(StopReason.MONITOR_ERROR,
+                  f"monitor error at eip {eip:#010x} ({self.describe_insn(eip)}): {detail}", 1,
+                  eip)
+        self.last_traceback = traceback.format_exc()
+
+    # -- the run loop ------------------------------------------------------------------------
+    def _boundary(self) -> None:
+        """Between quanta: timers, inputs, waking from HLT, and taking an interrupt."""
+        self.clock.expire()
+        if self.inputs.pending():
+            self.inputs.apply(self.icount)
+        eip = self.uc.reg_read(UC_X86_REG_EIP)
+        self.trap_eip = eip
+        if self._halted:
+            if not self.vcpu.vif:
+                self._end(StopReason.HALTED, f"HLT with the virtual IF clear at eip {eip - 1:#010x}"
+                          ": nothing can wake the CPU", 0, eip)
+                return
+            while not self.pic.pending():
+                deadline = self.clock.next_deadline()
+                if deadline is None:
+                    self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no timer "
+                              "armed and no interrupt pending", 0, eip)
+                    return
+                self.clock.idle_until(deadline)
+                self.clock.expire()
+            self._halted = False
+        if self.icount < self._shadow_until or not self.vcpu.vif or not self.pic.pending():
+            return
+        acked = self.pic.acknowledge()
+        if acked is None:
+            return
+        vector, line = acked
+        self._emit(EventKind.IRQ, eip, vector=vector, line=line)
+        try:
+            self._deliver_guarded(vector, eip, external=True)
+        except GuestStop as stop:
+            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
+        except Exception as exc:  # noqa: BLE001
+            self._monitor_error(exc, eip)
+
+    def run(self, max_insns: int | None = None) -> Stop:
+        """Run until the guest ends, something stops it, or ``max_insns`` more instructions."""
+        limit = None if max_insns is None else self.icount + max_insns
+        self._stop = None
+        while True:
+            self._boundary()
+            if self._stop is not None:
+                break
+            budget = max(1, self._shadow_until - self.icount) if self.icount < \
+                self._shadow_until else QUANTUM
+            deadline = self.clock.next_deadline()
+            if deadline is not None:
+                budget = min(budget, max(1, deadline - self.clock.now()))
+            if limit is not None:
+                if self.icount >= limit:
+                    self._end(StopReason.MAX_INSNS, f"instruction limit reached "
+                              f"({max_insns} instructions)", 0)
+                    break
+                budget = min(budget, limit - self.icount)
+            self._run_quantum(budget)
+            if self._stop is not None:
+                break
+        stop = self._stop
+        self._emit(EventKind.STOP, stop.eip, reason=stop.reason.value, message=stop.message)
+        return stop
+
+    def _run_quantum(self, budget: int) -> None:
+        uc = self.uc
+        self._quantum_base = self.icount
+        self._boundary_pos = None
+        self._in_quantum = True
+        try:
+            uc.emu_start(uc.reg_read(UC_X86_REG_EIP), 0, count=budget)
+        except UcError as exc:
+            if self._stop is None:
+                eip = uc.reg_read(UC_X86_REG_EIP)
+                self._end(StopReason.MONITOR_ERROR,
+                          f"Unicorn error {exc} at eip {eip:#010x}: {self.describe_insn(eip)}", 1,
+                          eip)
+        finally:
+            self._in_quantum = False
+        executed = self._boundary_pos if self._boundary_pos is not None else \
+            min(self._counter.read(), budget)
+        self.icount += executed

@@ -1,0 +1,195 @@
+"""Calibrated access to Unicorn 2.1.4 internals that its API does not expose.
+
+1. ``env->old_exception`` is never reset (unicorn #1883, #578): after one handled #GP/#PF/#DE
+   the next one is reported as #DF and the third stops emulation silently. The monitor resets
+   the field after every exception it handles. The same context blob holds ``env->error_code``
+   and ``env->exception_is_int``, which the monitor needs to reflect faults with their error
+   code and to tell ``INT n`` from a processor exception of the same vector.
+2. ``uc->emu_counter``, the number of instructions started in the current ``emu_start``: it
+   lets every event carry the exact count of retired guest instructions even when a hook fires
+   in the middle of a quantum.
+
+Offsets are found once per process by calibration on a scratch engine (markers in DR0..DR3, a
+distinctive ``count``), then verified with provoked faults whose error code is known. If the
+layout does not match, :class:`UnicornLayoutError` says so and nothing runs.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import struct
+from dataclasses import dataclass
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.x86_const import (UC_X86_REG_CS, UC_X86_REG_DR0, UC_X86_REG_DR1, UC_X86_REG_DR2,
+                               UC_X86_REG_DR3, UC_X86_REG_DS, UC_X86_REG_EIP, UC_X86_REG_ESP,
+                               UC_X86_REG_GDTR, UC_X86_REG_SS)
+
+
+class UnicornLayoutError(RuntimeError):
+    """The installed Unicorn does not have the internal layout dbgvm was calibrated for."""
+
+
+_DR_REGS = (UC_X86_REG_DR0, UC_X86_REG_DR1, UC_X86_REG_DR2, UC_X86_REG_DR3)
+_DR_MARKERS = (0x5EEDD001, 0x5EEDD002, 0x5EEDD003, 0x5EEDD004)  # DRn are 32-bit here
+# CPUX86State: int error_code; int exception_is_int; target_ulong exception_next_eip;
+# target_ulong dr[8]; void *cpu_breakpoint[4]; int old_exception  (target_ulong is 64-bit:
+# Unicorn builds its x86 target as x86_64).
+_ERROR_CODE_FROM_DR0 = -16
+_IS_INT_FROM_DR0 = -12
+_OLD_EXCEPTION_FROM_DR0 = 8 * 8 + 4 * 8
+_COUNT_MARKER = 0x0DB65EED00012345
+_COUNTER_SCAN_LIMIT = 1 << 16
+_WORD = ctypes.sizeof(ctypes.c_size_t)
+
+
+class UnicornError(RuntimeError):
+    """A Unicorn call failed."""
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise UnicornError(f"{what} failed: {uclib.uc_strerror(status).decode()}")
+
+
+@dataclass(frozen=True)
+class ExceptionInfo:
+    """What Unicorn's CPU state says about the exception being handled."""
+
+    error_code: int
+    is_software_int: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Offsets of the internals: DR0 within a saved context, emu_counter within the engine."""
+
+    dr0_in_context: int
+    counter_in_engine: int
+
+
+def _context_address(ctx) -> int:
+    return ctypes.cast(ctx.context, ctypes.c_void_p).value
+
+
+def _engine_address(uc: Uc) -> int:
+    return ctypes.cast(uc._uch, ctypes.c_void_p).value
+
+
+class ExceptionLatch:
+    """Reads the pending exception's details and re-arms Unicorn after a hook handled it."""
+
+    def __init__(self, uc: Uc, layout: Layout) -> None:
+        self._handle = uc._uch
+        self._ctx = uc.context_save()
+        base = _context_address(self._ctx) + layout.dr0_in_context
+        self._error_code = ctypes.c_int32.from_address(base + _ERROR_CODE_FROM_DR0)
+        self._is_int = ctypes.c_int32.from_address(base + _IS_INT_FROM_DR0)
+        self._old_exception = ctypes.c_int32.from_address(base + _OLD_EXCEPTION_FROM_DR0)
+
+    def acknowledge(self) -> ExceptionInfo:
+        """Return the pending exception's details and reset ``old_exception`` to -1."""
+        ctx = self._ctx.context
+        _check(uclib.uc_context_save(self._handle, ctx), "uc_context_save")
+        info = ExceptionInfo(self._error_code.value & 0xFFFFFFFF, bool(self._is_int.value))
+        self._old_exception.value = -1
+        _check(uclib.uc_context_restore(self._handle, ctx), "uc_context_restore")
+        return info
+
+    def old_exception(self) -> int:
+        _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
+        return self._old_exception.value
+
+
+class InstructionCounter:
+    """``uc->emu_counter``: instructions started in the current ``emu_start``.
+
+    With ``count=N`` Unicorn's counting hook increments it before each instruction and stops
+    when it exceeds N, so after a quantum that ran to its end it reads N + 1.
+    """
+
+    def __init__(self, uc: Uc, layout: Layout) -> None:
+        self._counter = ctypes.c_size_t.from_address(_engine_address(uc) +
+                                                     layout.counter_in_engine)
+
+    def read(self) -> int:
+        return self._counter.value
+
+
+def _scratch_engine() -> Uc:
+    """A CPL-0 engine with a flat GDT, an IRET trampoline at 0x2000 and ring-3 code at 0x3000."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x10000)
+    gdt = struct.pack("<6Q", 0, 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF,
+                      0x00CFFA000000FFFF, 0x00CFF2000000FFFF)
+    uc.mem_write(0x1000, gdt)
+    uc.reg_write(UC_X86_REG_GDTR, (0, 0x1000, len(gdt) - 1, 0))
+    uc.mem_write(0x2000, b"\xcf")
+    # mov ax,0x10; mov ds,ax (#GP 0x10); mov ds,ax (#GP 0x10); nop; nop
+    uc.mem_write(0x3000, b"\x66\xb8\x10\x00\x8e\xd8\x8e\xd8\x90\x90")
+    uc.mem_write(0x8000, struct.pack("<5I", 0x3000, 0x23, 2, 0x7000, 0x2B))
+    uc.reg_write(UC_X86_REG_SS, 0x18)
+    uc.reg_write(UC_X86_REG_CS, 0x10)
+    uc.reg_write(UC_X86_REG_DS, 0x18)
+    uc.reg_write(UC_X86_REG_ESP, 0x8000)
+    uc.ctl_exits_enabled(True)
+    return uc
+
+
+def _locate_dr0(uc: Uc) -> int:
+    for reg, marker in zip(_DR_REGS, _DR_MARKERS):
+        uc.reg_write(reg, marker)
+    ctx = uc.context_save()
+    blob = ctypes.string_at(_context_address(ctx), ctx.size)
+    needle = struct.pack("<4Q", *_DR_MARKERS)
+    offset = blob.find(needle)
+    for reg in _DR_REGS:
+        uc.reg_write(reg, 0)
+    if offset < 0 or blob.find(needle, offset + 1) >= 0:
+        raise UnicornLayoutError("cannot locate the debug registers in Unicorn's CPU context "
+                                 "(dbgvm needs unicorn==2.1.4)")
+    return offset
+
+
+def _locate_counter(uc: Uc) -> int:
+    # The IRET lands on an exit, so this runs one instruction and leaves the distinctive count
+    # in uc->emu_count, which sits right after uc->emu_counter.
+    uc.ctl_set_exits([0x3000])
+    uc.emu_start(0x2000, 0, count=_COUNT_MARKER)
+    uc.ctl_set_exits([])
+    base = _engine_address(uc)
+    for off in range(_WORD, _COUNTER_SCAN_LIMIT, _WORD):
+        if ctypes.c_size_t.from_address(base + off).value == _COUNT_MARKER:
+            return off - _WORD
+    raise UnicornLayoutError("cannot locate emu_counter in Unicorn's engine structure "
+                             "(dbgvm needs unicorn==2.1.4)")
+
+
+@functools.cache
+def calibrated_layout() -> Layout:
+    """Locate the internals and verify them; raises UnicornLayoutError on any mismatch.
+
+    Loading selector 0x10 (DPL 0) into DS at CPL 3 must give #GP with error code 0x10 at the
+    second instruction; after acknowledge() the next one must again be #GP(0x10), not #DF.
+    """
+    uc = _scratch_engine()
+    layout = Layout(_locate_dr0(uc), _locate_counter(uc))
+    latch = ExceptionLatch(uc, layout)
+    counter = InstructionCounter(uc, layout)
+    seen: list[tuple[int, int, bool, int]] = []
+
+    def on_intr(u: Uc, intno: int, _: object) -> None:
+        info = latch.acknowledge()
+        seen.append((intno, info.error_code, info.is_software_int, counter.read()))
+        u.reg_write(UC_X86_REG_EIP, u.reg_read(UC_X86_REG_EIP) + 2)
+
+    uc.hook_add(UC_HOOK_INTR, on_intr)
+    uc.ctl_flush_tb()
+    uc.emu_start(0x3000, 0, count=5)
+    expected = [(13, 0x10, False, 2), (13, 0x10, False, 3)]
+    if seen != expected or counter.read() != 6 or latch.old_exception() != -1:
+        raise UnicornLayoutError(
+            f"Unicorn self-test failed: faults {seen}, counter {counter.read()}; expected "
+            f"{expected} and counter 6 (dbgvm needs unicorn==2.1.4)")
+    return layout
