@@ -21,6 +21,7 @@ MULTIBOOT_SEARCH = 8192
 MB_INFO_ADDR = 0x9000        # below 640 KiB, where QEMU's option ROM keeps its boot info too
 MB_INFO_LIMIT = 0x9FC00
 BOOTLOADER_NAME = b"dbgvm\0"
+BIOS_RESERVED_TOP = 128 << 10
 # Multiboot info flags
 MBI_MEMORY, MBI_BOOTDEV, MBI_CMDLINE, MBI_MODS, MBI_MMAP, MBI_LOADER = 1, 2, 4, 8, 64, 512
 
@@ -157,10 +158,13 @@ def load(path: str | Path, ram_size: int, cmdline: str = "",
     mods = b"".join(struct.pack("<4I", start, end, add_string(text.encode() + b"\0"), 0)
                     for start, end, text in mod_entries)
     mmap_addr = MB_INFO_ADDR + 0x800
+    # The memory map and sizes QEMU's firmware reports: 639 KiB low (the EBDA takes the last
+    # KiB), and the top 128 KiB of RAM reserved for firmware tables.
+    top = ram_size - BIOS_RESERVED_TOP
     mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in (
         (0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
-        (0x100000, ram_size - 0x100000, 1)))
-    mem_lower, mem_upper = 640, (ram_size >> 10) - 1024
+        (0x100000, top - 0x100000, 1), (top, BIOS_RESERVED_TOP, 2)))
+    mem_lower, mem_upper = 0x9FC00 >> 10, (top >> 10) - 1024
     flags = MBI_MEMORY | MBI_BOOTDEV | MBI_CMDLINE | MBI_MODS | MBI_MMAP | MBI_LOADER
     info = struct.pack("<11I", flags, mem_lower, mem_upper, 0x8000FFFF, cmdline_addr,
                        len(mod_entries), mods_addr, 0, 0, 0, 0)

@@ -103,8 +103,10 @@ class Machine:
         self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
         self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
         self.clock.add_timer(self.pit)
-        self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit)
+        self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
+                                    lambda: self.trap_eip)
         self.symbols: dict[str, int] = {}
+        self.trap_eip = 0
 
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         self._cs.detail = True
@@ -115,7 +117,6 @@ class Machine:
         self._stop: Stop | None = None
         self._halted = False
         self._shadow_until = 0
-        self.trap_eip = 0
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -223,6 +224,8 @@ class Machine:
 
     # -- guest memory -----------------------------------------------------------------------
     def _physical(self, linear: int, size: int, write: bool) -> int:
+        if linear + size > MONITOR_HOLE:
+            raise GuestFault(Vector.GP, 0)  # as the truncated segment limit makes it natively
         if self.vcpu.cr0 & CR0_PG:
             raise GuestStop(StopReason.UNSUPPORTED, "guest paging is not supported yet")
         if linear + size > self.ram_size:

@@ -51,8 +51,10 @@ Emit = Callable[..., None]
 
 
 class SegmentTables:
-    def __init__(self, uc: Uc, layout: TableLayout, read_linear: ReadLinear, emit: Emit) -> None:
+    def __init__(self, uc: Uc, layout: TableLayout, read_linear: ReadLinear, emit: Emit,
+                 eip: Callable[[], int]) -> None:
         self._uc = uc
+        self._eip = eip
         self._layout = layout
         self._read_linear = read_linear
         self._emit = emit
@@ -147,11 +149,13 @@ class SegmentTables:
 
     # -- lookups --------------------------------------------------------------------------
     def descriptor(self, selector: int) -> Descriptor | None:
-        """The guest's descriptor for ``selector``, or None when beyond the table limit."""
+        """The guest's descriptor for ``selector`` as its memory holds it now (re-validated
+        and reinstalled if the guest changed it), or None when beyond the table limit."""
         table = self._table(Table.LDT if selector & 4 else Table.GDT)
         index = selector >> 3
         if index * 8 + 7 > table.limit or index >= len(table.entries):
             return None
+        self.refresh_entry(selector, self._eip())
         return table.entries[index]
 
     def refusal(self, selector: int) -> str | None:
