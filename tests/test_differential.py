@@ -1,4 +1,5 @@
-"""Each test guest gives the same console output and exit status under dbgvm as under QEMU."""
+"""Each test guest gives the same console output and exit status under dbgvm as under QEMU
+(`qemu-system-i386 -kernel K -debugcon stdio -device isa-debug-exit,iobase=0xf4,iosize=1`)."""
 from __future__ import annotations
 
 import subprocess
@@ -7,8 +8,6 @@ import sys
 import pytest
 from guest_build import build
 
-DIFFERENTIAL_GUESTS = ["basics", "ring3", "insns", "mbinfo"]
-
 
 def run_dbgvm(kernel, *extra: str) -> tuple[bytes, int]:
     proc = subprocess.run([sys.executable, "-m", "dbgvm", "run", str(kernel), "--batch",
@@ -16,13 +15,28 @@ def run_dbgvm(kernel, *extra: str) -> tuple[bytes, int]:
     return proc.stdout, proc.returncode
 
 
-@pytest.mark.parametrize("name", DIFFERENTIAL_GUESTS)
-def test_same_as_qemu(name, qemu):
+def _module(tmp_path):
+    path = tmp_path / "module.bin"
+    path.write_bytes(b"ABCDEFGH-module")
+    return str(path)
+
+
+# guest -> (QEMU arguments, dbgvm arguments), given a temporary directory
+CASES = {
+    "basics": lambda tmp: ((), ()),
+    "ring3": lambda tmp: ((), ()),
+    "insns": lambda tmp: ((), ()),
+    "mbinfo": lambda tmp: (("-append", "hello world", "-initrd", f"{_module(tmp)} arg1"),
+                           ("--append", "hello world", "--initrd", f"{_module(tmp)} arg1")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_as_qemu(name, qemu, tmp_path):
     kernel = build(name)
-    extra = ("-append", "hello world") if name == "mbinfo" else ()
-    ours_extra = ("--append", "hello world") if name == "mbinfo" else ()
-    expected_out, expected_status = qemu(kernel, *extra)
-    out, status = run_dbgvm(kernel, *ours_extra)
-    assert expected_out, "QEMU printed nothing: the guest is broken"
+    qemu_args, our_args = CASES[name](tmp_path)
+    expected_out, expected_status = qemu(kernel, *qemu_args)
+    out, status = run_dbgvm(kernel, *our_args)
+    assert expected_status != 0, "QEMU did not reach the guest's debug exit"
     assert out.decode() == expected_out.decode()
     assert status == expected_status

@@ -59,6 +59,9 @@ _REGISTER_IDS = {"eax": UC_X86_REG_EAX, "ecx": UC_X86_REG_ECX, "edx": UC_X86_REG
                  "esi": UC_X86_REG_ESI, "edi": UC_X86_REG_EDI, "eip": UC_X86_REG_EIP}
 
 
+_CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
+
+
 @dataclass(frozen=True)
 class Stop:
     """Why and where a run ended. ``exit_status`` is what the dbgvm process should exit with."""
@@ -342,9 +345,10 @@ class Machine:
                 self.trap_eip = eip
                 self._handle_fault(intno, info.error_code, eip)
         except GuestStop as stop:
-            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
+            self._end(stop.reason, self._stop_message(stop.message, self.trap_eip), 1,
+                      self.trap_eip)
         except Exception as exc:  # noqa: BLE001 - the host must survive any guest action
-            self._monitor_error(exc, eip)
+            self._monitor_error(exc, self.trap_eip)
 
     def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
@@ -394,12 +398,17 @@ class Machine:
                 raise GuestStop(StopReason.TRIPLE_FAULT,
                                 f"triple fault: delivering #DF raised vector {fault.vector} "
                                 f"error {fault.error_code:#x}") from None
-            benign = software or external or vector not in (Vector.DE, Vector.TS, Vector.NP,
-                                                             Vector.SS, Vector.GP, Vector.PF)
-            if benign or fault.vector not in (Vector.DE, Vector.TS, Vector.NP, Vector.SS,
-                                              Vector.GP, Vector.PF):
-                self._reflect(fault, return_eip if not software else self.trap_eip)
+            # SDM vol. 3 table 6-5: a contributory fault (or #PF) while delivering one of
+            # those is a double fault; anything else is delivered in turn.
+            benign = software or external or vector not in _CONTRIBUTORY
+            fault_eip = self.trap_eip if software else return_eip
+            if benign or fault.vector not in _CONTRIBUTORY:
+                self._emit(EventKind.TRAP, fault_eip, vector=fault.vector,
+                           insn=self.describe_insn(fault_eip), action="reflect")
+                self._reflect(fault, fault_eip)
             else:
+                self._emit(EventKind.TRAP, fault_eip, vector=int(Vector.DF),
+                           insn=self.describe_insn(fault_eip), action="reflect")
                 self._deliver_guarded(Vector.DF, return_eip, error_code=0)
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:

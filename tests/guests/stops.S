@@ -1,0 +1,58 @@
+# Ways a run ends other than the debug-exit port. The last character of the command line picks
+# one: h = HLT with the virtual IF clear; t = triple fault (empty IDT, then #UD);
+# u = 16-bit IRET (unsupported); m = store beyond guest RAM; g = task gate in the IDT.
+        .include "common.inc"
+        .text
+        .globl _start
+_start:
+        mov $stack_top, %esp
+        mov 16(%ebx), %esi              # cmdline
+1:      lodsb
+        test %al, %al
+        jnz 1b
+        movb -2(%esi), %al
+        cmp $'h', %al
+        je halt_forever
+        cmp $'t', %al
+        je triple
+        cmp $'u', %al
+        je iret16
+        cmp $'m', %al
+        je beyond_ram
+        cmp $'g', %al
+        je task_gate
+        exit_with 0x40
+
+halt_forever:
+        cli
+halt_insn:
+        hlt
+        exit_with 0x41
+
+triple:
+        lidt empty_idt
+triple_insn:
+        ud2
+
+iret16:
+        pushw $0
+        pushw $0x10
+        pushw $0
+iret16_insn:
+        iretw
+
+beyond_ram:
+        movl $1, 0x7f000000
+        exit_with 0x42
+
+task_gate:
+        call setup_tables
+        movl $0x00280000, idt + 0x50 * 8       # selector 0x28 in bits 16..31
+        movl $0x00008500, idt + 0x50 * 8 + 4   # present task gate
+gate_insn:
+        int $0x50
+        exit_with 0x43
+
+        .data
+empty_idt: .word 0
+        .long 0

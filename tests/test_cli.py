@@ -1,0 +1,119 @@
+"""The `dbgvm run` command: exit statuses, one-line errors, traces, and bad kernel files."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+from guest_build import build
+
+
+def dbgvm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dbgvm", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_console_script_and_module_agree():
+    proc = subprocess.run(["dbgvm", "run", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--max-insns" in proc.stdout
+
+
+def test_debug_exit_status_and_console(tmp_path):
+    proc = dbgvm("run", str(build("basics")), "--batch")
+    assert proc.returncode == 33
+    assert proc.stdout.startswith("hello from basics\n")
+    assert proc.stderr == ""
+
+
+def _symbol(name: str, guest: str = "stops") -> int:
+    from dbgvm.core.loader import load
+    return load(build(guest), 64 << 20).symbols[name]
+
+
+@pytest.mark.parametrize("mode, status, reason, needle, symbol", [
+    ("h", 0, "halted", "HLT with the virtual IF clear", "halt_insn"),
+    ("t", 1, "triple-fault", "triple fault", "triple_insn"),
+    ("u", 1, "unsupported", "16-bit IRET", "iret16_insn"),
+    ("m", 1, "bad-memory", "outside guest RAM", None),
+    ("g", 1, "unsupported", "task_gate", "gate_insn"),
+])
+def test_stops_give_one_line_with_address_and_instruction(mode, status, reason, needle, symbol):
+    proc = dbgvm("run", str(build("stops")), "--batch", "--append", f"mode={mode}")
+    assert proc.returncode == status
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"dbgvm: {reason}: ")
+    assert needle in lines[0]
+    if symbol:
+        assert f"{_symbol(symbol):#010x}" in lines[0]
+    if mode == "m":
+        assert "0x7f000000" in lines[0] and "mov dword ptr [0x7f000000], 1" in lines[0]
+
+
+def test_trace_out_writes_json_lines(tmp_path):
+    out = tmp_path / "trace.jsonl"
+    proc = dbgvm("run", str(build("basics")), "--batch", "--trace-out", str(out),
+                 "--trace", "vif,irq,stop")
+    assert proc.returncode == 33
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {e["kind"] for e in events} == {"vif", "irq", "stop"}
+    for event in events:
+        assert isinstance(event["icount"], int) and isinstance(event["eip"], int)
+    assert [e["icount"] for e in events] == sorted(e["icount"] for e in events)
+    assert events[-1]["kind"] == "stop" and events[-1]["reason"] == "debug-exit"
+    # --trace prints the same events readably on stderr
+    assert len(proc.stderr.splitlines()) == len(events)
+
+
+def test_unknown_trace_kind_is_refused():
+    proc = dbgvm("run", str(build("basics")), "--trace", "vif,bogus")
+    assert proc.returncode == 2
+    assert "unknown event kind 'bogus'" in proc.stderr
+
+
+def test_max_insns_stops_the_guest():
+    proc = dbgvm("run", str(build("basics")), "--batch", "--max-insns", "100")
+    assert proc.returncode == 0
+    assert "max-insns" in proc.stderr and "100 instructions" in proc.stderr
+
+
+def _elf32(tmp_path, paddr: int, memsz: int, klass: int = 1, machine: int = 3):
+    """A minimal ELF with one PT_LOAD segment at ``paddr``."""
+    ehdr = struct.pack("<4sBBBB8xHHIIIIIHHHHHH", b"\x7fELF", klass, 1, 1, 0, 2, machine, 1,
+                       paddr, 52, 0, 0, 52, 32, 1, 40, 0, 0)
+    phdr = struct.pack("<8I", 1, 84, paddr, paddr, 4, memsz, 7, 0x1000)
+    path = tmp_path / "k.elf"
+    path.write_bytes(ehdr + phdr + b"\xf4\xf4\xf4\xf4")
+    return path
+
+
+def _raw(tmp_path, data: bytes):
+    path = tmp_path / "k.bin"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: _raw(t, b"MZ not an elf"), "not an ELF file"),
+    (lambda t: _elf32(t, 0x100000, 4, klass=2), "not a 32-bit ELF"),
+    (lambda t: _elf32(t, 0x100000, 4, machine=62), "not an i386 ELF"),
+    (lambda t: _elf32(t, 0x8000000, 4), "outside guest RAM"),
+    (lambda t: _elf32(t, 0xFFC01000, 4), "monitor hole"),
+    (lambda t: t / "missing.elf", "cannot read"),
+])
+def test_bad_kernel_files_exit_2_with_one_line(tmp_path, make, message):
+    path = make(tmp_path)
+    proc = dbgvm("run", str(path), "--batch")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0]
+
+
+def test_plain_elf_without_multiboot_runs(tmp_path):
+    proc = dbgvm("run", str(_elf32(tmp_path, 0x100000, 4)), "--batch")
+    # hlt with VIF clear at the entry point: ends, status 0, the message names the address
+    assert proc.returncode == 0
+    assert "HLT with the virtual IF clear at eip 0x00100000" in proc.stderr
