@@ -78,11 +78,11 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
     new_cpl = vcpu.cpl if target.conforming else target.dpl
     _check_ring(new_cpl)
 
-    uc = m.uc
-    real_flags = uc.reg_read(UC_X86_REG_EFLAGS)
-    old_cs = (uc.reg_read(UC_X86_REG_CS) & ~3) | vcpu.cpl
-    old_ss = (uc.reg_read(UC_X86_REG_SS) & ~3) | vcpu.cpl
-    old_esp = uc.reg_read(UC_X86_REG_ESP)
+    regs = m.regs
+    real_flags = regs.read(UC_X86_REG_EFLAGS)
+    old_cs = (regs.read(UC_X86_REG_CS) & ~3) | vcpu.cpl
+    old_ss = (regs.read(UC_X86_REG_SS) & ~3) | vcpu.cpl
+    old_esp = regs.read(UC_X86_REG_ESP)
     frame = [vcpu.guest_eflags(real_flags), old_cs, return_eip]
     if new_cpl < vcpu.cpl:
         if vcpu.tr.selector & 0xFFFC == 0:
@@ -94,7 +94,7 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
         frame = [old_ss, old_esp] + frame
     else:
         new_ss, esp = None, old_esp
-        stack_base = m.tables.base_of(uc.reg_read(UC_X86_REG_SS))
+        stack_base = m.tables.base_of(regs.read(UC_X86_REG_SS))
     if error_code is not None:
         frame.append(error_code)
     esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
@@ -102,11 +102,11 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
 
     m.set_cpl(new_cpl)
     if new_ss is not None:
-        uc.reg_write(UC_X86_REG_SS, new_ss | 3)
-    uc.reg_write(UC_X86_REG_ESP, esp)
-    uc.reg_write(UC_X86_REG_CS, gate.gate_selector | 3)
-    uc.reg_write(UC_X86_REG_EIP, gate.gate_offset)
-    uc.reg_write(UC_X86_REG_EFLAGS, real_flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM))
+        regs.write(UC_X86_REG_SS, new_ss | 3)
+    regs.write(UC_X86_REG_ESP, esp)
+    regs.write(UC_X86_REG_CS, gate.gate_selector | 3)
+    regs.write(UC_X86_REG_EIP, gate.gate_offset)
+    regs.write(UC_X86_REG_EFLAGS, real_flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM))
     if kind is SystemType.INTERRUPT_GATE32:
         m.set_vif(False, "interrupt-gate" if not software else f"int {vector:#x}")
 
@@ -114,16 +114,16 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
 def _null_outer_data_segments(m: "Machine") -> None:
     """IRET/RET to an outer ring: data segments the new ring may not use become null."""
     for reg in (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS):
-        selector = m.uc.reg_read(reg)
+        selector = m.regs.read(reg)
         desc = m.tables.descriptor(selector) if selector & 0xFFFC else None
         if desc is not None and (desc.is_data or not desc.conforming) and desc.dpl < 3:
-            m.uc.reg_write(reg, 0)
+            m.regs.write(reg, 0)
 
 
 def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
             new_flags: int | None, pop_extra: int = 0) -> None:
     """Common tail of IRET and far RET: checks, then the (possibly outer-ring) return."""
-    vcpu, uc = m.vcpu, m.uc
+    vcpu, regs = m.vcpu, m.regs
     new_cpl = new_cs & 3
     if new_cpl < vcpu.cpl:
         raise GuestFault(Vector.GP, new_cs & 0xFFFC)
@@ -131,8 +131,8 @@ def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
     if (desc.conforming and desc.dpl > new_cpl) or (not desc.conforming and desc.dpl != new_cpl):
         raise GuestFault(Vector.GP, new_cs & 0xFFFC)
     _check_ring(new_cpl)
-    ss_base = m.tables.base_of(uc.reg_read(UC_X86_REG_SS))
-    esp = uc.reg_read(UC_X86_REG_ESP)
+    ss_base = m.tables.base_of(regs.read(UC_X86_REG_SS))
+    esp = regs.read(UC_X86_REG_ESP)
     outer = None
     if new_cpl > vcpu.cpl:
         new_esp, new_ss = struct.unpack("<II", m.read_linear(ss_base + esp + outer_at, 8))
@@ -146,34 +146,34 @@ def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
             vcpu.iopl = (new_flags & EFLAGS_IOPL) >> 12
         if vcpu.cpl <= vcpu.iopl or vcpu.cpl == 0:
             m.set_vif(bool(new_flags & EFLAGS_IF), "iret")
-        uc.reg_write(UC_X86_REG_EFLAGS, (new_flags & EFLAGS_RESTORABLE) | EFLAGS_FIXED)
+        regs.write(UC_X86_REG_EFLAGS, (new_flags & EFLAGS_RESTORABLE) | EFLAGS_FIXED)
     m.set_cpl(new_cpl)
-    uc.reg_write(UC_X86_REG_CS, new_cs | 3)
-    uc.reg_write(UC_X86_REG_EIP, new_eip)
+    regs.write(UC_X86_REG_CS, new_cs | 3)
+    regs.write(UC_X86_REG_EIP, new_eip)
     if outer is None:
-        uc.reg_write(UC_X86_REG_ESP, (esp + popped + pop_extra) & 0xFFFFFFFF)
+        regs.write(UC_X86_REG_ESP, (esp + popped + pop_extra) & 0xFFFFFFFF)
     else:
-        uc.reg_write(UC_X86_REG_SS, outer[1])
-        uc.reg_write(UC_X86_REG_ESP, outer[0])
+        regs.write(UC_X86_REG_SS, outer[1])
+        regs.write(UC_X86_REG_ESP, outer[0])
         _null_outer_data_segments(m)
 
 
 def emulate_iret(m: "Machine") -> None:
     """IRET (32-bit operand size) from the guest's virtual ring 0."""
-    uc = m.uc
-    if uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_NT:
+    regs = m.regs
+    if regs.read(UC_X86_REG_EFLAGS) & EFLAGS_NT:
         raise GuestStop(StopReason.UNSUPPORTED, "IRET with EFLAGS.NT (task return) is not "
                         "supported")
-    ss_base = m.tables.base_of(uc.reg_read(UC_X86_REG_SS))
-    esp = uc.reg_read(UC_X86_REG_ESP)
+    ss_base = m.tables.base_of(regs.read(UC_X86_REG_SS))
+    esp = regs.read(UC_X86_REG_ESP)
     new_eip, new_cs, new_flags = struct.unpack("<III", m.read_linear(ss_base + esp, 12))
     _return(m, new_eip, new_cs & 0xFFFF, 12, 12, new_flags)
 
 
 def emulate_retf(m: "Machine", pop_extra: int) -> None:
     """Far RET (32-bit operand size, optional imm16) from the guest's virtual ring 0."""
-    uc = m.uc
-    ss_base = m.tables.base_of(uc.reg_read(UC_X86_REG_SS))
-    esp = uc.reg_read(UC_X86_REG_ESP)
+    regs = m.regs
+    ss_base = m.tables.base_of(regs.read(UC_X86_REG_SS))
+    esp = regs.read(UC_X86_REG_ESP)
     new_eip, new_cs = struct.unpack("<II", m.read_linear(ss_base + esp, 8))
     _return(m, new_eip, new_cs & 0xFFFF, 8, 8 + pop_extra, None, pop_extra)

@@ -30,6 +30,7 @@ from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
 from .delivery import deliver
 from .descriptors import MONITOR_HOLE, Descriptor
 from .events import Event, EventBus, EventKind
+from .fast_regs import FastRegisters
 from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, StopReason, Vector
 from .inputs import InputQueue
 from .loader import BootImage
@@ -87,6 +88,7 @@ class Machine:
         ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram_map))
         uc.mem_map_ptr(0, self.ram_size, UC_PROT_ALL, ram_ptr)
         uc.mem_map(MONITOR_HOLE, MONITOR_SIZE, UC_PROT_ALL)
+        self.regs = FastRegisters(uc)
         self._latch = ExceptionLatch(uc, layout)
         self._counter = InstructionCounter(uc, layout)
 
@@ -113,7 +115,7 @@ class Machine:
 
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         self._cs.detail = True
-        self._decoded: dict[bytes, CsInsn] = {}
+        self._decoded: dict[int, tuple[bytes, CsInsn]] = {}
         self._in_quantum = False
         self._quantum_base = 0
         self._boundary_pos: int | None = None
@@ -137,21 +139,21 @@ class Machine:
         ring0 = (Descriptor(0x00CF9A000000FFFF), Descriptor(0x00CF92000000FFFF))
         uc.mem_write(TABLES.gdt_ring0 + MONITOR_CS, b"".join(d.pack() for d in ring0))
         uc.reg_write(UC_X86_REG_GDTR, (0, TABLES.gdt_ring0, MONITOR_SS + 7, 0))
-        uc.reg_write(UC_X86_REG_SS, MONITOR_SS)
-        uc.reg_write(UC_X86_REG_CS, MONITOR_CS)
+        self.regs.write(UC_X86_REG_SS, MONITOR_SS)
+        self.regs.write(UC_X86_REG_CS, MONITOR_CS)
         for reg in _DATA_SEGS:
-            uc.reg_write(reg, MONITOR_SS)
+            self.regs.write(reg, MONITOR_SS)
         uc.mem_write(TRAMPOLINE, b"\xcf")  # iret
         uc.mem_write(TRAMPOLINE_STACK, struct.pack("<5I", 0, BOOT_CS | 3, 2, BOOT_ESP,
                                                    BOOT_DS | 3))
-        uc.reg_write(UC_X86_REG_ESP, TRAMPOLINE_STACK)
+        self.regs.write(UC_X86_REG_ESP, TRAMPOLINE_STACK)
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])
         uc.emu_start(TRAMPOLINE, 0, count=1)
         uc.mem_write(TABLES.gdt_ring0 + MONITOR_CS, bytes(16))
         self.tables.apply_view()
         for reg in _DATA_SEGS:
-            uc.reg_write(reg, BOOT_DS)
+            self.regs.write(reg, BOOT_DS)
         # Real CR0: protected mode, WP so supervisor-implicit accesses respect read-only pages.
         # Real CR4.TSD makes RDTSC trap at CPL 3 so the monitor can give virtual time.
         uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP)
@@ -167,10 +169,10 @@ class Machine:
                 start = chunk.paddr + len(chunk.data)
                 self.ram[start:start + tail] = bytes(tail)
         self.symbols = dict(image.symbols)
-        self.uc.reg_write(UC_X86_REG_EIP, image.entry)
+        self.regs.write(UC_X86_REG_EIP, image.entry)
         if image.multiboot:
-            self.uc.reg_write(UC_X86_REG_EAX, image.eax)
-            self.uc.reg_write(UC_X86_REG_EBX, image.ebx)
+            self.regs.write(UC_X86_REG_EAX, image.eax)
+            self.regs.write(UC_X86_REG_EBX, image.ebx)
         self.uc.ctl_flush_tb()
 
     # -- time and events ---------------------------------------------------------------------
@@ -188,8 +190,9 @@ class Machine:
         if self.vcpu.vif == value:
             return
         self.vcpu.vif = value
-        self._emit(EventKind.VIF, self.trap_eip, **{"from": int(not value), "to": int(value),
-                                                    "cause": cause})
+        if self.events.wants(EventKind.VIF):
+            self._emit(EventKind.VIF, self.trap_eip, **{"from": int(not value), "to": int(value),
+                                                        "cause": cause})
         if value and self.pic.pending():
             self._request_boundary()
 
@@ -214,7 +217,7 @@ class Machine:
     def _end(self, reason: StopReason, message: str, exit_status: int, eip: int | None = None
              ) -> None:
         if self._stop is None:
-            eip = self.uc.reg_read(UC_X86_REG_EIP) if eip is None else eip
+            eip = self.regs.read(UC_X86_REG_EIP) if eip is None else eip
             self._stop = Stop(reason, message, eip, self.current_icount(), exit_status)
         self._request_boundary()
 
@@ -290,14 +293,14 @@ class Machine:
 
     # -- registers ---------------------------------------------------------------------------
     def registers(self) -> GuestRegisters:
-        uc, vcpu = self.uc, self.vcpu
-        gprs = [uc.reg_read(r) for r in _GPRS]
-        return GuestRegisters(*gprs, eip=uc.reg_read(UC_X86_REG_EIP),
-                              eflags=vcpu.guest_eflags(uc.reg_read(UC_X86_REG_EFLAGS)),
-                              cs=(uc.reg_read(UC_X86_REG_CS) & ~3) | vcpu.cpl,
-                              ss=(uc.reg_read(UC_X86_REG_SS) & ~3) | vcpu.cpl,
-                              ds=uc.reg_read(UC_X86_REG_DS), es=uc.reg_read(UC_X86_REG_ES),
-                              fs=uc.reg_read(UC_X86_REG_FS), gs=uc.reg_read(UC_X86_REG_GS),
+        vcpu = self.vcpu
+        gprs = [self.regs.read(r) for r in _GPRS]
+        return GuestRegisters(*gprs, eip=self.regs.read(UC_X86_REG_EIP),
+                              eflags=vcpu.guest_eflags(self.regs.read(UC_X86_REG_EFLAGS)),
+                              cs=(self.regs.read(UC_X86_REG_CS) & ~3) | vcpu.cpl,
+                              ss=(self.regs.read(UC_X86_REG_SS) & ~3) | vcpu.cpl,
+                              ds=self.regs.read(UC_X86_REG_DS), es=self.regs.read(UC_X86_REG_ES),
+                              fs=self.regs.read(UC_X86_REG_FS), gs=self.regs.read(UC_X86_REG_GS),
                               cr0=vcpu.cr0, cr2=vcpu.cr2, cr3=vcpu.cr3, cr4=vcpu.cr4,
                               cpl=vcpu.cpl, vif=vcpu.vif)
 
@@ -305,22 +308,23 @@ class Machine:
         """Set a general register or EIP (segment and control registers: not yet)."""
         if name not in _REGISTER_IDS:
             raise ValueError(f"register {name!r} cannot be written")
-        self.uc.reg_write(_REGISTER_IDS[name], value & 0xFFFFFFFF)
+        self.regs.write(_REGISTER_IDS[name], value & 0xFFFFFFFF)
 
     # -- decoding ----------------------------------------------------------------------------
     def decode(self, eip: int) -> CsInsn:
-        """The instruction at CS:EIP, as the guest sees its memory."""
-        linear = self.tables.base_of(self.uc.reg_read(UC_X86_REG_CS)) + eip
-        size = max(1, min(15, self.ram_size - linear)) if linear < self.ram_size else 15
+        """The instruction at CS:EIP, as the guest sees its memory now."""
+        linear = self.tables.base_of(self.regs.read(UC_X86_REG_CS)) + eip
+        cached = self._decoded.get(linear)
+        if cached is not None:
+            code, insn = cached
+            if self.read_linear(linear, len(code)) == code:
+                return insn
+        size = 15 if linear + 15 <= self.ram_size else max(1, self.ram_size - linear)
         code = self.read_linear(linear, size)
-        insn = self._decoded.get(code)
+        insn = next(self._cs.disasm(code, eip, 1), None)
         if insn is None:
-            insn = next(self._cs.disasm(code, eip, 1), None)
-            if insn is None:
-                raise GuestFault(Vector.UD)
-            self._decoded[code] = insn
-        if insn.address != eip:
-            insn = next(self._cs.disasm(code, eip, 1))
+            raise GuestFault(Vector.UD)
+        self._decoded[linear] = (code[:insn.size], insn)
         return insn
 
     def describe_insn(self, eip: int) -> str:
@@ -333,7 +337,7 @@ class Machine:
     # -- trap dispatch -----------------------------------------------------------------------
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         info = self._latch.acknowledge()
-        eip = uc.reg_read(UC_X86_REG_EIP)
+        eip = self.regs.read(UC_X86_REG_EIP)
         try:
             if info.is_software_int:
                 length = 1 if intno in (3, 4) and self.ram[eip - 1] in (0xCC, 0xCE) else 2
@@ -354,19 +358,19 @@ class Machine:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
                 vector == Vector.GP and self.vcpu.cpl <= self.vcpu.iopl):
             insn = self.decode(eip)
-            handler = privileged.HANDLERS.get(insn.mnemonic)
-            if handler is not None and (self.vcpu.cpl == 0 or insn.mnemonic in ("cli", "sti")):
-                text = f"{insn.mnemonic} {insn.op_str}".strip()
+            mnemonic = insn.mnemonic
+            handler = privileged.HANDLERS.get(mnemonic)
+            if handler is not None and (self.vcpu.cpl == 0 or mnemonic in ("cli", "sti")):
                 try:
                     jumped = handler(self, insn)
                 except GuestFault as fault:
-                    self._emit(EventKind.TRAP, eip, vector=vector, insn=text, action="reflect")
+                    self._emit_trap(vector, eip, insn, "reflect")
                     self._reflect(fault, eip)
                     return
                 if jumped is not None:
-                    self._emit(EventKind.TRAP, eip, vector=vector, insn=text, action="emulate")
+                    self._emit_trap(vector, eip, insn, "emulate")
                     if not jumped:
-                        self.uc.reg_write(UC_X86_REG_EIP, eip + insn.size)
+                        self.regs.write(UC_X86_REG_EIP, eip + insn.size)
                     return
             if vector == Vector.GP and error_code & 0xFFFC and \
                     self.tables.refresh_entry(error_code, eip):
@@ -374,6 +378,11 @@ class Machine:
         self._emit(EventKind.TRAP, eip, vector=vector, insn=self.describe_insn(eip),
                    action="reflect")
         self._reflect(GuestFault(vector, error_code), eip)
+
+    def _emit_trap(self, vector: int, eip: int, insn: CsInsn, action: str) -> None:
+        if self.events.wants(EventKind.TRAP):
+            self._emit(EventKind.TRAP, eip, vector=vector,
+                       insn=f"{insn.mnemonic} {insn.op_str}".strip(), action=action)
 
     def _reflect(self, fault: GuestFault, eip: int) -> None:
         """Deliver a fault the guest caused to the guest itself, at the faulting instruction."""
@@ -413,7 +422,7 @@ class Machine:
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         self._latch.acknowledge()
-        eip = uc.reg_read(UC_X86_REG_EIP)
+        eip = self.regs.read(UC_X86_REG_EIP)
         self.trap_eip = eip
         try:
             self._emit(EventKind.TRAP, eip, vector=int(Vector.UD), insn=self.describe_insn(eip),
@@ -431,23 +440,23 @@ class Machine:
             claimed = value is not None
             if value is None:
                 value = (1 << (8 * size)) - 1
-            self._emit(EventKind.IO, uc.reg_read(UC_X86_REG_EIP), port=port, size=size,
+            self._emit(EventKind.IO, self.regs.read(UC_X86_REG_EIP), port=port, size=size,
                        dir="in", value=value, **({} if claimed else {"unclaimed": True}))
             return value
         except Exception as exc:  # noqa: BLE001
-            self._monitor_error(exc, uc.reg_read(UC_X86_REG_EIP))
+            self._monitor_error(exc, self.regs.read(UC_X86_REG_EIP))
             return 0
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
         try:
             value &= (1 << (8 * size)) - 1
             claimed = self.ports.write(port, size, value)
-            self._emit(EventKind.IO, uc.reg_read(UC_X86_REG_EIP), port=port, size=size,
+            self._emit(EventKind.IO, self.regs.read(UC_X86_REG_EIP), port=port, size=size,
                        dir="out", value=value, **({} if claimed else {"unclaimed": True}))
             if self.vcpu.vif and self.pic.pending():
                 self._request_boundary()
         except Exception as exc:  # noqa: BLE001
-            self._monitor_error(exc, uc.reg_read(UC_X86_REG_EIP))
+            self._monitor_error(exc, self.regs.read(UC_X86_REG_EIP))
 
     def _on_cpuid(self, uc: Uc, _: object) -> bool:
         privileged.cpuid(self)
@@ -455,7 +464,7 @@ class Machine:
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
                      _: object) -> bool:
-        eip = uc.reg_read(UC_X86_REG_EIP)
+        eip = self.regs.read(UC_X86_REG_EIP)
         self._end(StopReason.BAD_MEMORY,
                   f"guest access to physical {address:#x} (size {size}) outside guest RAM at "
                   f"eip {eip:#010x}: {self.describe_insn(eip)}", 1, eip)
@@ -477,7 +486,7 @@ class Machine:
         self.clock.expire()
         if self.inputs.pending():
             self.inputs.apply(self.icount)
-        eip = self.uc.reg_read(UC_X86_REG_EIP)
+        eip = self.regs.read(UC_X86_REG_EIP)
         self.trap_eip = eip
         if self._halted:
             if not self.vcpu.vif:
@@ -539,10 +548,10 @@ class Machine:
         self._boundary_pos = None
         self._in_quantum = True
         try:
-            uc.emu_start(uc.reg_read(UC_X86_REG_EIP), 0, count=budget)
+            uc.emu_start(self.regs.read(UC_X86_REG_EIP), 0, count=budget)
         except UcError as exc:
             if self._stop is None:
-                eip = uc.reg_read(UC_X86_REG_EIP)
+                eip = self.regs.read(UC_X86_REG_EIP)
                 self._end(StopReason.MONITOR_ERROR,
                           f"Unicorn error {exc} at eip {eip:#010x}: {self.describe_insn(eip)}", 1,
                           eip)

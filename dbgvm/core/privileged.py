@@ -58,21 +58,21 @@ def effective_address(m: "Machine", insn: CsInsn, op) -> int:
     mem = op.mem
     addr = mem.disp
     if mem.base:
-        addr += m.uc.reg_read(uc_reg(insn, mem.base))
+        addr += m.regs.read(uc_reg(insn, mem.base))
     if mem.index:
-        addr += m.uc.reg_read(uc_reg(insn, mem.index)) * mem.scale
+        addr += m.regs.read(uc_reg(insn, mem.index)) * mem.scale
     if mem.segment:
         seg_reg = uc_reg(insn, mem.segment)
     elif mem.base and insn.reg_name(mem.base) in ("esp", "ebp"):
         seg_reg = UC_X86_REG_SS
     else:
         seg_reg = x86_const.UC_X86_REG_DS
-    return (m.tables.base_of(m.uc.reg_read(seg_reg)) + addr) & 0xFFFFFFFF
+    return (m.tables.base_of(m.regs.read(seg_reg)) + addr) & 0xFFFFFFFF
 
 
 def _source_value(m: "Machine", insn: CsInsn, op, size: int) -> int:
     if op.type == X86_OP_REG:
-        return m.uc.reg_read(uc_reg(insn, op.reg))
+        return m.regs.read(uc_reg(insn, op.reg))
     if op.type == X86_OP_IMM:
         return op.imm & 0xFFFFFFFF
     data = m.read_linear(effective_address(m, insn, op), size)
@@ -120,13 +120,13 @@ def _mov(m: "Machine", insn: CsInsn) -> bool | None:
         return Emulated.NOT_SENSITIVE
     _require_ring0(m)
     if dst_name.startswith("cr"):
-        m.write_cr(int(dst_name[2:]), m.uc.reg_read(_UC_REGS[src_name]))
+        m.write_cr(int(dst_name[2:]), m.regs.read(_UC_REGS[src_name]))
     elif src_name.startswith("cr"):
-        m.uc.reg_write(_UC_REGS[dst_name], m.read_cr(int(src_name[2:])))
+        m.regs.write(_UC_REGS[dst_name], m.read_cr(int(src_name[2:])))
     elif dst_name.startswith("dr"):
-        m.vcpu.dr[int(dst_name[2:])] = m.uc.reg_read(_UC_REGS[src_name])
+        m.vcpu.dr[int(dst_name[2:])] = m.regs.read(_UC_REGS[src_name])
     elif src_name.startswith("dr"):
-        m.uc.reg_write(_UC_REGS[dst_name], m.vcpu.dr[int(src_name[2:])])
+        m.regs.write(_UC_REGS[dst_name], m.vcpu.dr[int(src_name[2:])])
     return Emulated.NEXT
 
 
@@ -222,18 +222,18 @@ def _ltr(m: "Machine", insn: CsInsn) -> bool:
 def load_ss(m: "Machine", selector: int) -> None:
     """MOV/POP/LSS to SS at virtual CPL 0: RPL 0 selectors fault at real CPL 3."""
     _stack_segment(m, selector, m.vcpu.cpl, Vector.GP)
-    m.uc.reg_write(UC_X86_REG_SS, selector | 3)
+    m.regs.write(UC_X86_REG_SS, selector | 3)
 
 
 def _pop(m: "Machine", insn: CsInsn) -> bool | None:
     op = insn.operands[0]
     if op.type != X86_OP_REG or insn.reg_name(op.reg) != "ss":
         return Emulated.NOT_SENSITIVE
-    esp = m.uc.reg_read(UC_X86_REG_ESP)
-    base = m.tables.base_of(m.uc.reg_read(UC_X86_REG_SS))
+    esp = m.regs.read(UC_X86_REG_ESP)
+    base = m.tables.base_of(m.regs.read(UC_X86_REG_SS))
     selector = struct.unpack("<I", m.read_linear(base + esp, 4))[0] & 0xFFFF
     load_ss(m, selector)
-    m.uc.reg_write(UC_X86_REG_ESP, (esp + 4) & 0xFFFFFFFF)
+    m.regs.write(UC_X86_REG_ESP, (esp + 4) & 0xFFFFFFFF)
     return Emulated.NEXT
 
 
@@ -241,7 +241,7 @@ def _lss(m: "Machine", insn: CsInsn) -> bool:
     dst, src = insn.operands
     offset, selector = struct.unpack("<IH", m.read_linear(effective_address(m, insn, src), 6))
     load_ss(m, selector)
-    m.uc.reg_write(uc_reg(insn, dst.reg), offset)
+    m.regs.write(uc_reg(insn, dst.reg), offset)
     return Emulated.NEXT
 
 
@@ -266,29 +266,29 @@ def _rdtsc(m: "Machine", insn: CsInsn) -> bool:
     if m.vcpu.cr4 & CR4_TSD and m.vcpu.cpl != 0:
         raise GuestFault(Vector.GP, 0)
     tsc = m.clock.now()
-    m.uc.reg_write(UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
-    m.uc.reg_write(UC_X86_REG_EDX, tsc >> 32)
+    m.regs.write(UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
+    m.regs.write(UC_X86_REG_EDX, tsc >> 32)
     return Emulated.NEXT
 
 
 def _rdmsr(m: "Machine", insn: CsInsn) -> bool:
     _require_ring0(m)
-    index = m.uc.reg_read(UC_X86_REG_ECX)
+    index = m.regs.read(UC_X86_REG_ECX)
     if index == MSR_TSC:
         value = m.clock.now()
     elif index in PLAIN_MSRS:
         value = m.vcpu.msrs.get(index, 0)
     else:
         raise GuestFault(Vector.GP, 0)
-    m.uc.reg_write(UC_X86_REG_EAX, value & 0xFFFFFFFF)
-    m.uc.reg_write(UC_X86_REG_EDX, value >> 32)
+    m.regs.write(UC_X86_REG_EAX, value & 0xFFFFFFFF)
+    m.regs.write(UC_X86_REG_EDX, value >> 32)
     return Emulated.NEXT
 
 
 def _wrmsr(m: "Machine", insn: CsInsn) -> bool:
     _require_ring0(m)
-    index = m.uc.reg_read(UC_X86_REG_ECX)
-    value = m.uc.reg_read(UC_X86_REG_EAX) | m.uc.reg_read(UC_X86_REG_EDX) << 32
+    index = m.regs.read(UC_X86_REG_ECX)
+    value = m.regs.read(UC_X86_REG_EAX) | m.regs.read(UC_X86_REG_EDX) << 32
     if index not in PLAIN_MSRS:
         raise GuestFault(Vector.GP, 0)
     m.vcpu.msrs[index] = value
@@ -314,9 +314,9 @@ CPUID_LEAVES: dict[int, tuple[int, int, int, int]] = {
 
 
 def cpuid(m: "Machine") -> None:
-    leaf = m.uc.reg_read(UC_X86_REG_EAX)
+    leaf = m.regs.read(UC_X86_REG_EAX)
     eax, ebx, ecx, edx = CPUID_LEAVES.get(leaf, (0, 0, 0, 0))
     for reg, value in ((UC_X86_REG_EAX, eax), (UC_X86_REG_EBX, ebx), (UC_X86_REG_ECX, ecx),
                        (UC_X86_REG_EDX, edx)):
-        m.uc.reg_write(reg, value)
+        m.regs.write(reg, value)
 

@@ -163,11 +163,13 @@ class SegmentTables:
         return table.refused.get(selector >> 3)
 
     def base_of(self, selector: int) -> int:
-        """Base of the segment a real selector designates (0 for the null selector)."""
-        if selector & ~3 == 0:
+        """Base of the segment a loaded selector designates: the copy the CPU loaded, like
+        the hidden part of a segment register (0 for the null selector)."""
+        table = self._table(Table.LDT if selector & 4 else Table.GDT)
+        index = selector >> 3
+        if selector & ~3 == 0 or index >= len(table.entries):
             return 0
-        desc = self.descriptor(selector)
-        return desc.base if desc is not None else 0
+        return table.entries[index].base
 
     # -- views ----------------------------------------------------------------------------
     def set_ring3_view(self, ring3: bool) -> None:

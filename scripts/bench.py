@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""dbgvm benchmarks. Every figure is a ratio against a reference measured in the same run
+(these machines are noisy), plus the absolute numbers behind it.
+
+  guest speed: MIPS of a compute loop under dbgvm vs raw Unicorn running the same code, the
+               same number of instructions, with the same quantum (target ratio >= 0.9)
+  trap cost:   microseconds per emulated instruction on a CLI/STI loop (target <= 10 us)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc  # noqa: E402
+from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_ESP  # noqa: E402
+
+from guest_build import build  # noqa: E402
+
+from dbgvm.core.loader import load  # noqa: E402
+from dbgvm.core.machine import QUANTUM, Machine  # noqa: E402
+
+
+CLISTI_ITERATIONS = 50000  # as in tests/guests/bench_clisti.S
+
+
+def run_dbgvm(name: str) -> tuple[Machine, float]:
+    machine = Machine()
+    image = load(build(name), machine.ram_size)
+    machine.load(image)
+    start = time.perf_counter()
+    stop = machine.run()
+    elapsed = time.perf_counter() - start
+    if stop.exit_status != 1:
+        raise SystemExit(f"bench guest {name} ended badly: {stop.message}")
+    return machine, elapsed
+
+
+def run_raw_unicorn(name: str, instructions: int) -> float:
+    """The same image and instruction count in a bare Unicorn (CPL 0, no hooks)."""
+    image = load(build(name), 64 << 20)
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 64 << 20)
+    for chunk in image.chunks:
+        uc.mem_write(chunk.paddr, chunk.data)
+    uc.reg_write(UC_X86_REG_ESP, 0x7C00)
+    uc.ctl_exits_enabled(True)
+    uc.ctl_set_exits([])
+    eip, left = image.entry, instructions
+    start = time.perf_counter()
+    while left > 0:
+        count = min(QUANTUM, left)
+        uc.emu_start(eip, 0, count=count)
+        eip = uc.reg_read(UC_X86_REG_EIP)
+        left -= count
+    return time.perf_counter() - start
+
+
+def bench_speed(repeat: int) -> None:
+    best_ours = best_raw = float("inf")
+    for _ in range(repeat):
+        machine, ours = run_dbgvm("bench_compute")
+        raw = run_raw_unicorn("bench_compute", machine.icount)
+        best_ours, best_raw = min(best_ours, ours), min(best_raw, raw)
+    n = machine.icount
+    ratio = best_raw / best_ours
+    print(f"guest speed     dbgvm {n / best_ours / 1e6:7.1f} MIPS   raw Unicorn "
+          f"{n / best_raw / 1e6:7.1f} MIPS   ratio {ratio:.3f}  (target >= 0.9) "
+          f"[{n} insns, quantum {QUANTUM}]")
+
+
+def bench_traps(repeat: int) -> None:
+    best = float("inf")
+    for _ in range(repeat):
+        machine, elapsed = run_dbgvm("bench_clisti")
+        traps = 2 * CLISTI_ITERATIONS
+        raw = run_raw_unicorn("bench_compute", machine.icount)  # the non-trap part, for scale
+        best = min(best, (elapsed - raw) / traps)
+    print(f"trap round trip {best * 1e6:7.2f} us per emulated CLI/STI  "
+          f"({1 / best / 1e3:.0f}k emulated insns/s; target <= 10 us) [{traps} traps]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best is kept)")
+    args = parser.parse_args()
+    bench_speed(args.repeat)
+    bench_traps(args.repeat)
+
+
+if __name__ == "__main__":
+    main()
