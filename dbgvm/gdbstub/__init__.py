@@ -1,0 +1,1 @@
+"""The GDB remote-serial stub: framing, packet handlers, target description. Issue 5."""
