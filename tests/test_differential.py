@@ -26,6 +26,7 @@ CASES = {
     "basics": lambda tmp: ((), ()),
     "ring3": lambda tmp: ((), ()),
     "insns": lambda tmp: ((), ()),
+    "paging": lambda tmp: ((), ()),
     "mbinfo": lambda tmp: (("-append", "hello world", "-initrd", f"{_module(tmp)} arg1"),
                            ("--append", "hello world", "--initrd", f"{_module(tmp)} arg1")),
 }

@@ -10,7 +10,7 @@ def test_layout_is_found_and_verified():
 
 
 def test_without_the_reset_the_second_gp_becomes_a_double_fault():
-    """The bug the latch works around is real on this Unicorn: without acknowledge() the
+    """The bug the latch works around is real on this Unicorn: without rearm() the
     second #GP arrives as vector 8, so a regression in the workaround would show."""
     uc = uc_internals._scratch_engine()
     from unicorn import UC_HOOK_INTR

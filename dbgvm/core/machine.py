@@ -7,6 +7,7 @@ methods of this class.
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import struct
 import traceback
@@ -14,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
-from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
+from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
                      UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
                      UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
-                               UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
+                               UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
                                UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI,
                                UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ES,
                                UC_X86_REG_ESI, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
@@ -37,9 +38,12 @@ from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
 from .pit import PIT_PORTS, Pit
 from .port_bus import PortBus
+from .shadow_mmu import OutsideRam, ShadowFull, ShadowMmu
 from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
-from .vcpu import CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_TSD, GuestRegisters, VirtualCpu
+from .guest_paging import PageFault
+from .vcpu import (CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_TSD, GuestRegisters,
+                   VirtualCpu)
 
 DEFAULT_RAM_MB = 64
 QUANTUM = 1 << 20
@@ -48,6 +52,10 @@ TABLES = TableLayout(gdt_ring0=MONITOR_HOLE, gdt_ring3=MONITOR_HOLE + 0x10000,
                      ldt_ring0=MONITOR_HOLE + 0x20000, ldt_ring3=MONITOR_HOLE + 0x30000)
 TRAMPOLINE = MONITOR_HOLE + 0x40000
 TRAMPOLINE_STACK = MONITOR_HOLE + 0x41000
+SHADOW_ROOTS = (0x60000, 0x61000)          # ring-0 view and ring-3 view page directories
+HOLE_PAGE_TABLE = 0x62000                  # maps the hole itself, supervisor-only
+SHADOW_POOL = 0x100000                     # shadow page tables: the last 3 MiB of the hole
+SHADOW_POOL_PAGES = (MONITOR_SIZE - SHADOW_POOL) // 4096
 MONITOR_CS, MONITOR_SS = 0x20, 0x28       # ring-0 selectors used once, by the trampoline
 BOOT_ESP = 0x7C00
 MAX_RAM_MB = 3072
@@ -84,10 +92,12 @@ class Machine:
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self._ram_map = mmap.mmap(-1, self.ram_size)
         self.ram = memoryview(self._ram_map)
-        import ctypes
         ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram_map))
         uc.mem_map_ptr(0, self.ram_size, UC_PROT_ALL, ram_ptr)
-        uc.mem_map(MONITOR_HOLE, MONITOR_SIZE, UC_PROT_ALL)
+        self._hole_map = mmap.mmap(-1, MONITOR_SIZE)
+        self.hole = memoryview(self._hole_map)
+        uc.mem_map_ptr(MONITOR_HOLE, MONITOR_SIZE, UC_PROT_ALL,
+                       ctypes.addressof(ctypes.c_char.from_buffer(self._hole_map)))
         self.regs = FastRegisters(uc)
         self._latch = ExceptionLatch(uc, layout)
         self._counter = InstructionCounter(uc, layout)
@@ -108,6 +118,11 @@ class Machine:
         self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
         self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
         self.clock.add_timer(self.pit)
+        self.mmu = ShadowMmu(self.hole, self.ram, self.ram_size, pool_offset=SHADOW_POOL,
+                             pool_pages=SHADOW_POOL_PAGES, root_offsets=SHADOW_ROOTS,
+                             hole_pt_offset=HOLE_PAGE_TABLE, emit=self._emit_pt,
+                             flush_tlb=lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE))
+        self._restarts = 0
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
                                     lambda: self.trap_eip)
         self.symbols: dict[str, int] = {}
@@ -179,7 +194,7 @@ class Machine:
     def current_icount(self) -> int:
         """Instructions retired so far; inside a trap, those before the trapping instruction."""
         if self._in_quantum:
-            return self._quantum_base + self._counter.read() - 1
+            return self._quantum_base + self._counter.read() - 1 - self._restarts
         return self.icount
 
     def _emit(self, kind: EventKind, eip: int, **fields: object) -> None:
@@ -199,6 +214,8 @@ class Machine:
     def set_cpl(self, cpl: int) -> None:
         self.vcpu.cpl = cpl
         self.tables.set_ring3_view(cpl == 3)
+        if self.vcpu.cr0 & CR0_PG:
+            self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(cpl == 3).pd_addr)
 
     def interrupt_shadow(self) -> None:
         """After STI, the next instruction runs before any interrupt is taken."""
@@ -230,25 +247,47 @@ class Machine:
 
     # -- guest memory -----------------------------------------------------------------------
     def _physical(self, linear: int, size: int, write: bool) -> int:
+        """Guest-physical address of ``size`` bytes at ``linear`` (within one page when paging
+        is on), as a supervisor access; faults are raised as GuestFault."""
         if linear + size > MONITOR_HOLE:
             raise GuestFault(Vector.GP, 0)  # as the truncated segment limit makes it natively
         if self.vcpu.cr0 & CR0_PG:
-            raise GuestStop(StopReason.UNSUPPORTED, "guest paging is not supported yet")
-        if linear + size > self.ram_size:
+            t = self.mmu.access(linear, write, user=False)
+            if isinstance(t, PageFault):
+                raise GuestFault(Vector.PF, t.error_code, cr2=linear)
+            paddr = t.paddr
+        else:
+            paddr = linear
+        if paddr + size > self.ram_size:
             raise GuestStop(StopReason.BAD_MEMORY,
-                            f"monitor access to {linear:#x}+{size} outside guest RAM "
+                            f"monitor access to physical {paddr:#x}+{size} outside guest RAM "
                             f"({self.ram_size >> 20} MiB)")
-        return linear
+        return paddr
+
+    def _pieces(self, linear: int, size: int):
+        """Split a linear range at page boundaries when paging is on."""
+        if not self.vcpu.cr0 & CR0_PG:
+            yield linear, 0, size
+            return
+        done = 0
+        while done < size:
+            chunk = min(size - done, 4096 - ((linear + done) & 0xFFF))
+            yield linear + done, done, chunk
+            done += chunk
 
     def read_linear(self, linear: int, size: int) -> bytes:
-        """Guest linear memory as the guest would read it (faults raised as GuestFault)."""
-        paddr = self._physical(linear, size, False)
-        return bytes(self.ram[paddr:paddr + size])
+        """Guest linear memory as the guest kernel would read it (faults raised as GuestFault)."""
+        out = bytearray()
+        for addr, _, chunk in self._pieces(linear, size):
+            paddr = self._physical(addr, chunk, False)
+            out += self.ram[paddr:paddr + chunk]
+        return bytes(out)
 
     def write_linear(self, linear: int, data: bytes) -> None:
-        paddr = self._physical(linear, len(data), True)
-        self.ram[paddr:paddr + len(data)] = data
-        self.uc.ctl_remove_cache(paddr, paddr + len(data))
+        for addr, offset, chunk in self._pieces(linear, len(data)):
+            paddr = self._physical(addr, chunk, True)
+            self.ram[paddr:paddr + chunk] = data[offset:offset + chunk]
+            self.uc.ctl_remove_cache(paddr, paddr + chunk)
 
     def read_physical(self, paddr: int, size: int) -> bytes:
         if paddr < 0 or paddr + size > self.ram_size:
@@ -275,21 +314,67 @@ class Machine:
             if not value & CR0_PE:
                 raise GuestStop(StopReason.UNSUPPORTED, "clearing CR0.PE (real mode) is not "
                                 "supported")
-            if value & CR0_PG and not vcpu.cr0 & CR0_PG:
-                raise GuestStop(StopReason.UNSUPPORTED, "guest paging (CR0.PG) is not "
-                                "supported yet")
-            vcpu.cr0 = value | CR0_ET
+            old, vcpu.cr0 = vcpu.cr0, value | CR0_ET
+            if (old ^ vcpu.cr0) & (CR0_PG | CR0_WP):
+                self._paging_changed("cr0")
         elif index == 2:
             vcpu.cr2 = value
         elif index == 3:
             vcpu.cr3 = value
+            if vcpu.cr0 & CR0_PG:
+                self._paging_changed("cr3")
         elif index == 4:
-            vcpu.cr4 = value
+            if value & CR4_PAE:
+                raise GuestStop(StopReason.UNSUPPORTED, "PAE paging (CR4.PAE) is not supported")
+            old, vcpu.cr4 = vcpu.cr4, value
+            if (old ^ value) & CR4_PSE and vcpu.cr0 & CR0_PG:
+                self._paging_changed("cr4")
         else:
             raise GuestFault(Vector.UD)
 
+    def _paging_changed(self, cause: str) -> None:
+        """Guest paging mode or CR3 changed: flush the shadow and point the CPU at it."""
+        vcpu = self.vcpu
+        real_cr0 = CR0_PE | CR0_ET | CR0_WP
+        if vcpu.cr0 & CR0_PG:
+            self.mmu.configure(vcpu.cr3, bool(vcpu.cr0 & CR0_WP), bool(vcpu.cr4 & CR4_PSE),
+                               self.trap_eip, cause)
+            self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(vcpu.cpl == 3).pd_addr)
+            real_cr0 |= CR0_PG
+        self.uc.reg_write(UC_X86_REG_CR0, real_cr0)
+
+    def _emit_pt(self, op: str, eip: int, **fields: object) -> None:
+        self._emit(EventKind.PT, eip, op=op, **fields)
+
     def invlpg(self, linear: int) -> None:
-        self._emit(EventKind.PT, self.trap_eip, op="invlpg", vaddr=linear)
+        if self.vcpu.cr0 & CR0_PG:
+            self.mmu.invlpg(linear, self.trap_eip)
+        else:
+            self._emit(EventKind.PT, self.trap_eip, op="invlpg", vaddr=linear)
+
+    def _page_fault(self, error_code: int, eip: int) -> None:
+        """A #PF under the shadow: fill and restart, or reflect to the guest."""
+        vaddr = self.uc.reg_read(UC_X86_REG_CR2)
+        if not self.vcpu.cr0 & CR0_PG or vaddr >= MONITOR_HOLE:
+            self._emit(EventKind.TRAP, eip, vector=int(Vector.PF),
+                       insn=self.describe_insn(eip), action="reflect")
+            self._reflect(GuestFault(Vector.GP, 0), eip)
+            return
+        ring3 = self.vcpu.cpl == 3
+        write = bool(error_code & 2)
+        try:
+            fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
+        except ShadowFull:
+            self.mmu.flush(eip, "pool-full")
+            fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
+        except OutsideRam as exc:
+            raise GuestStop(StopReason.BAD_MEMORY, str(exc)) from None
+        if fault is None:
+            self._restarts += 1   # the instruction runs again and Unicorn counts it again
+            return
+        self._emit(EventKind.TRAP, eip, vector=int(Vector.PF), insn=self.describe_insn(eip),
+                   action="reflect")
+        self._reflect(GuestFault(Vector.PF, fault.error_code, cr2=vaddr), eip)
 
     # -- registers ---------------------------------------------------------------------------
     def registers(self) -> GuestRegisters:
@@ -336,7 +421,7 @@ class Machine:
 
     # -- trap dispatch -----------------------------------------------------------------------
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
-        info = self._latch.acknowledge()
+        info = self._latch.pending()
         eip = self.regs.read(UC_X86_REG_EIP)
         try:
             if info.is_software_int:
@@ -347,12 +432,17 @@ class Machine:
                 self._deliver_guarded(intno, eip, software=True)
             else:
                 self.trap_eip = eip
-                self._handle_fault(intno, info.error_code, eip)
+                if intno == Vector.PF:
+                    self._page_fault(info.error_code, eip)
+                else:
+                    self._handle_fault(intno, info.error_code, eip)
         except GuestStop as stop:
             self._end(stop.reason, self._stop_message(stop.message, self.trap_eip), 1,
                       self.trap_eip)
         except Exception as exc:  # noqa: BLE001 - the host must survive any guest action
             self._monitor_error(exc, self.trap_eip)
+        finally:
+            self._latch.rearm()
 
     def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
@@ -421,7 +511,6 @@ class Machine:
                 self._deliver_guarded(Vector.DF, return_eip, error_code=0)
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
-        self._latch.acknowledge()
         eip = self.regs.read(UC_X86_REG_EIP)
         self.trap_eip = eip
         try:
@@ -432,6 +521,8 @@ class Machine:
             self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, eip)
+        finally:
+            self._latch.rearm()
         return True
 
     def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
@@ -546,6 +637,7 @@ class Machine:
         uc = self.uc
         self._quantum_base = self.icount
         self._boundary_pos = None
+        self._restarts = 0
         self._in_quantum = True
         try:
             uc.emu_start(self.regs.read(UC_X86_REG_EIP), 0, count=budget)
@@ -557,6 +649,6 @@ class Machine:
                           eip)
         finally:
             self._in_quantum = False
-        executed = self._boundary_pos if self._boundary_pos is not None else \
+        started = self._boundary_pos if self._boundary_pos is not None else \
             min(self._counter.read(), budget)
-        self.icount += executed
+        self.icount += started - self._restarts

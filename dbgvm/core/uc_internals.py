@@ -88,14 +88,18 @@ class ExceptionLatch:
         self._is_int = ctypes.c_int32.from_address(base + _IS_INT_FROM_DR0)
         self._old_exception = ctypes.c_int32.from_address(base + _OLD_EXCEPTION_FROM_DR0)
 
-    def acknowledge(self) -> ExceptionInfo:
-        """Return the pending exception's details and reset ``old_exception`` to -1."""
+    def pending(self) -> ExceptionInfo:
+        """The details of the exception a hook is handling."""
+        _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
+        return ExceptionInfo(self._error_code.value & 0xFFFFFFFF, bool(self._is_int.value))
+
+    def rearm(self) -> None:
+        """Reset ``old_exception`` to -1. Call it last in the hook: some Unicorn calls made while
+        handling (a CR3 write, a translation-cache flush) can store the exception again."""
         ctx = self._ctx.context
         _check(uclib.uc_context_save(self._handle, ctx), "uc_context_save")
-        info = ExceptionInfo(self._error_code.value & 0xFFFFFFFF, bool(self._is_int.value))
         self._old_exception.value = -1
         _check(uclib.uc_context_restore(self._handle, ctx), "uc_context_restore")
-        return info
 
     def old_exception(self) -> int:
         _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
@@ -171,7 +175,7 @@ def calibrated_layout() -> Layout:
     """Locate the internals and verify them; raises UnicornLayoutError on any mismatch.
 
     Loading selector 0x10 (DPL 0) into DS at CPL 3 must give #GP with error code 0x10 at the
-    second instruction; after acknowledge() the next one must again be #GP(0x10), not #DF.
+    second instruction; after rearm() the next one must again be #GP(0x10), not #DF.
     """
     uc = _scratch_engine()
     layout = Layout(_locate_dr0(uc), _locate_counter(uc))
@@ -180,9 +184,10 @@ def calibrated_layout() -> Layout:
     seen: list[tuple[int, int, bool, int]] = []
 
     def on_intr(u: Uc, intno: int, _: object) -> None:
-        info = latch.acknowledge()
+        info = latch.pending()
         seen.append((intno, info.error_code, info.is_software_int, counter.read()))
         u.reg_write(UC_X86_REG_EIP, u.reg_read(UC_X86_REG_EIP) + 2)
+        latch.rearm()
 
     uc.hook_add(UC_HOOK_INTR, on_intr)
     uc.ctl_flush_tb()

@@ -12,7 +12,7 @@ EFLAGS_RESTORABLE = 0x00254DD5 & ~(EFLAGS_IF | EFLAGS_IOPL | EFLAGS_VM)
 
 CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET = 1, 2, 4, 8, 0x10
 CR0_NE, CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 0x20, 1 << 16, 1 << 18, 1 << 29, 1 << 30, 1 << 31
-CR4_TSD, CR4_PSE, CR4_PGE = 1 << 2, 1 << 4, 1 << 7
+CR4_TSD, CR4_PSE, CR4_PAE, CR4_PGE = 1 << 2, 1 << 4, 1 << 5, 1 << 7
 
 
 @dataclass
