@@ -38,7 +38,7 @@ class GuestRun:
         return [e for e in self.events if e.kind is kind]
 
 
-def run_guest(name: str, max_insns: int = 20_000_000, **load_args) -> GuestRun:
+def run_guest(name: str, max_insns: int = 20_000_000, **load_args) -> GuestRun:  # noqa: D103
     machine = Machine(ram_mb=load_args.pop("ram_mb", 64))
     machine.load(load(build(name), machine.ram_size, **load_args))
     events: list[Event] = []

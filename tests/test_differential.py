@@ -27,6 +27,8 @@ CASES = {
     "ring3": lambda tmp: ((), ()),
     "insns": lambda tmp: ((), ()),
     "paging": lambda tmp: ((), ()),
+    "desctables": lambda tmp: (("-append", "mode=flat"), ("--append", "mode=flat")),
+    "desctables-paging": lambda tmp: (("-append", "mode=paging"), ("--append", "mode=paging")),
     "mbinfo": lambda tmp: (("-append", "hello world", "-initrd", f"{_module(tmp)} arg1"),
                            ("--append", "hello world", "--initrd", f"{_module(tmp)} arg1")),
 }
@@ -34,7 +36,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_as_qemu(name, qemu, tmp_path):
-    kernel = build(name)
+    kernel = build(name.split("-")[0])
     qemu_args, our_args = CASES[name](tmp_path)
     expected_out, expected_status = qemu(kernel, *qemu_args)
     out, status = run_dbgvm(kernel, *our_args)

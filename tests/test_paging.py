@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
 from dbgvm.core.machine import Machine
-from dbgvm.core.shadow_mmu import PageFault
+from dbgvm.core.guest_paging import PageFault
 
 PT1_VADDR = 0x400000
 
@@ -174,3 +174,38 @@ def _leaf(mem, vaddr, pse):
 
 
 _PAGING_MACHINE = Machine(ram_mb=64)
+
+
+# -- descriptor tables written after LGDT ----------------------------------------------------
+
+def _desc_events(run):
+    return [(e.fields["op"], e.fields["index"]) for e in run.of(EventKind.DESC)
+            if e.fields["index"] == 7]
+
+
+def test_rewritten_descriptors_are_revalidated_with_paging_off(guest):
+    run = guest("desctables", cmdline="mode=flat")
+    _check_desctables(run)
+    assert run.machine.mmu.stats.fills == 0
+
+
+def test_rewritten_descriptors_are_revalidated_under_the_shadow(guest):
+    run = guest("desctables", cmdline="mode=paging")
+    _check_desctables(run)
+    flushes = [e.fields["cause"] for e in run.of(EventKind.PT) if e.fields["op"] == "flush"]
+    assert "protect" in flushes
+    # the GDT page is never writable in the shadow
+    gdt = run.symbol("gdt")
+    entry = run.machine.mmu.shadow_entry(gdt, False)
+    assert entry is not None and entry & 1 and not entry & 2
+
+
+def _check_desctables(run):
+    assert run.stop.exit_status == 27
+    assert run.console.splitlines()[-4:] == [
+        "fs:0x1000 with base 0: 5eed1000", "fs:0x1000 with base 0x1000: 5eed2000",
+        "#GP err=00000038", "done"]
+    assert _desc_events(run) == [("update", 7), ("update", 7), ("refuse", 7), ("fault", 7)]
+    fault = [e for e in run.of(EventKind.DESC) if e.fields["op"] == "fault"][0]
+    assert fault.eip == run.symbol("load_gate")
+    assert "interrupt_gate32 not allowed in the GDT" in fault.fields["reason"]

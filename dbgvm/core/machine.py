@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
-                     UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
+                     UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE,
                      UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
                                UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
@@ -38,7 +38,7 @@ from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
 from .pit import PIT_PORTS, Pit
 from .port_bus import PortBus
-from .shadow_mmu import OutsideRam, ShadowFull, ShadowMmu
+from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull, ShadowMmu
 from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
 from .guest_paging import PageFault
@@ -123,6 +123,8 @@ class Machine:
                              hole_pt_offset=HOLE_PAGE_TABLE, emit=self._emit_pt,
                              flush_tlb=lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE))
         self._restarts = 0
+        self._after_step: list[Callable[[], None]] = []
+        self._table_hooks: list[int] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
                                     lambda: self.trap_eip)
         self.symbols: dict[str, int] = {}
@@ -342,6 +344,41 @@ class Machine:
             self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(vcpu.cpl == 3).pd_addr)
             real_cr0 |= CR0_PG
         self.uc.reg_write(UC_X86_REG_CR0, real_cr0)
+        self.descriptor_tables_moved()
+
+    def descriptor_tables_moved(self) -> None:
+        """The guest loaded a GDT/LDT or changed paging: watch the pages its tables live on.
+
+        Under paging they are mapped read-only in the shadow; with paging off, a ranged write
+        hook covers their physical range (memory hooks slow every access, so only then)."""
+        for handle in self._table_hooks:
+            self.uc.hook_del(handle)
+        self._table_hooks = []
+        ranges = self.tables.guest_ranges()
+        if self.vcpu.cr0 & CR0_PG:
+            frames = set()
+            for first, last in ranges:
+                for page in range(first & ~0xFFF, last + 1, 4096):
+                    t = self.mmu.guest_walk(page, False, False)
+                    if not isinstance(t, PageFault):
+                        frames.add(t.paddr & ~0xFFF)
+            self.mmu.protect(frozenset(frames), self.trap_eip)
+            return
+        for first, last in ranges:
+            self._table_hooks.append(self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_table_write,
+                                                      None, first, last))
+
+    def _on_table_write(self, uc: Uc, access: int, address: int, size: int, value: int,
+                        _: object) -> None:
+        try:
+            self.tables.note_write(address, (value & ((1 << 8 * size) - 1)).to_bytes(size,
+                                                                                "little"),
+                                   self.regs.read(UC_X86_REG_EIP))
+        except Exception as exc:  # noqa: BLE001
+            self._monitor_error(exc, self.regs.read(UC_X86_REG_EIP))
+
+    def _rescan_tables(self, eip: int) -> None:
+        self.tables.rescan(eip, (GuestFault, GuestStop))
 
     def _emit_pt(self, op: str, eip: int, **fields: object) -> None:
         self._emit(EventKind.PT, eip, op=op, **fields)
@@ -371,6 +408,15 @@ class Machine:
             raise GuestStop(StopReason.BAD_MEMORY, str(exc)) from None
         if fault is None:
             self._restarts += 1   # the instruction runs again and Unicorn counts it again
+            return
+        if isinstance(fault, ProtectedWrite):
+            # Let this one instruction write the descriptor page, then protect it again and
+            # re-validate what the guest wrote.
+            self.mmu.allow_write_once(vaddr, ring3)
+            self._restarts += 1
+            self._after_step.append(lambda: (self.mmu.reprotect(vaddr, ring3),
+                                             self._rescan_tables(eip)))
+            self._request_boundary()
             return
         self._emit(EventKind.TRAP, eip, vector=int(Vector.PF), insn=self.describe_insn(eip),
                    action="reflect")
@@ -617,6 +663,8 @@ class Machine:
                 break
             budget = max(1, self._shadow_until - self.icount) if self.icount < \
                 self._shadow_until else QUANTUM
+            if self._after_step:
+                budget = 1
             deadline = self.clock.next_deadline()
             if deadline is not None:
                 budget = min(budget, max(1, deadline - self.clock.now()))
@@ -626,14 +674,19 @@ class Machine:
                               f"({max_insns} instructions)", 0)
                     break
                 budget = min(budget, limit - self.icount)
-            self._run_quantum(budget)
+            executed = self._run_quantum(budget)
+            if self._after_step and executed and budget == 1:
+                for action in self._after_step:
+                    action()
+                self._after_step.clear()
             if self._stop is not None:
                 break
         stop = self._stop
         self._emit(EventKind.STOP, stop.eip, reason=stop.reason.value, message=stop.message)
         return stop
 
-    def _run_quantum(self, budget: int) -> None:
+    def _run_quantum(self, budget: int) -> int:
+        """Run at most ``budget`` instructions; returns how many retired."""
         uc = self.uc
         self._quantum_base = self.icount
         self._boundary_pos = None
@@ -651,4 +704,6 @@ class Machine:
             self._in_quantum = False
         started = self._boundary_pos if self._boundary_pos is not None else \
             min(self._counter.read(), budget)
-        self.icount += started - self._restarts
+        executed = started - self._restarts
+        self.icount += executed
+        return executed

@@ -169,6 +169,7 @@ def _lgdt(m: "Machine", insn: CsInsn) -> bool:
     base, limit = _table_operand(m, insn)
     m.vcpu.gdtr.base, m.vcpu.gdtr.limit = base, limit
     m.tables.load_gdt(base, limit, m.trap_eip)
+    m.descriptor_tables_moved()
     return Emulated.NEXT
 
 
@@ -196,10 +197,12 @@ def _lldt(m: "Machine", insn: CsInsn) -> bool:
     if selector & 0xFFFC == 0:
         m.vcpu.ldtr.selector, m.vcpu.ldtr.base, m.vcpu.ldtr.limit = selector, 0, 0
         m.tables.load_ldt(0, 0, m.trap_eip)
+        m.descriptor_tables_moved()
         return Emulated.NEXT
     desc = _system_descriptor(m, selector, (SystemType.LDT,))
     m.vcpu.ldtr.selector, m.vcpu.ldtr.base, m.vcpu.ldtr.limit = selector, desc.base, desc.limit
     m.tables.load_ldt(desc.base, desc.limit, m.trap_eip)
+    m.descriptor_tables_moved()
     return Emulated.NEXT
 
 

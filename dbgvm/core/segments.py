@@ -131,16 +131,54 @@ class SegmentTables:
         index = selector >> 3
         if index >= len(table.entries) or table is self._boot_gdt:
             return False
-        fresh = Descriptor.from_bytes(self._read_linear(table.base + index * 8, 8))
+        return self._update(which, index,
+                            Descriptor.from_bytes(self._read_linear(table.base + index * 8, 8)),
+                            eip)
+
+    def note_write(self, linear: int, data: bytes, eip: int) -> None:
+        """The guest is writing ``data`` at ``linear``: update the entries it touches now,
+        before the write itself lands (with paging off, the write hook sees it first)."""
+        for which in (Table.GDT, Table.LDT):
+            table = self._table(which)
+            if table is self._boot_gdt or not table.entries:
+                continue
+            first = max(linear, table.base)
+            last = min(linear + len(data), table.base + len(table.entries) * 8)
+            for index in range((first - table.base) // 8, (last - table.base + 7) // 8):
+                entry = bytearray(table.entries[index].pack())
+                for i in range(8):
+                    at = table.base + index * 8 + i
+                    if linear <= at < linear + len(data):
+                        entry[i] = data[at - linear]
+                self._update(which, index, Descriptor.from_bytes(bytes(entry)), eip)
+
+    def _update(self, which: Table, index: int, fresh: Descriptor, eip: int) -> bool:
+        table = self._table(which)
         if fresh == table.entries[index]:
             return False
         table.entries[index] = fresh
+        self._emit(EventKind.DESC, eip, table=which.value, op="update", index=index,
+                   reason=f"guest rewrote it: {fresh.raw:#018x}")
         self._validate(which, index, fresh, eip)
         r0, r3 = self._copies(which, index)
         base0, base3 = self._real_bases(which)
         self._uc.mem_write(base0 + index * 8, r0)
         self._uc.mem_write(base3 + index * 8, r3)
         return True
+
+    def rescan(self, eip: int, unreadable: type[Exception]) -> None:
+        """Re-read every entry of the guest's GDT and LDT after the guest wrote to them."""
+        for which in (Table.GDT, Table.LDT):
+            for index in range(len(self._table(which).entries)):
+                try:
+                    self.refresh_entry(index << 3 | (4 if which is Table.LDT else 0), eip)
+                except unreadable:
+                    break  # the table is no longer mapped: loads will fault when it is used
+
+    def guest_ranges(self) -> list[tuple[int, int]]:
+        """Linear (first, last) byte ranges of the guest's own GDT and LDT."""
+        return [(t.base, t.base + t.limit) for t in (self.gdt, self.ldt)
+                if t is not self._boot_gdt and t.entries]
 
     def write_guest_entry(self, selector: int, desc: Descriptor) -> None:
         """Record a descriptor the monitor itself changed in guest memory (TSS busy bit)."""

@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .descriptors import MONITOR_HOLE
-from .guest_paging import (FRAME, P, PF_P, PF_U, PF_W, U, W, PageFault, Translation, ad_updates,
-                           walk)
+from .guest_paging import FRAME, P, U, W, PageFault, Translation, ad_updates, walk
 
 PAGE = 4096
 HOLE_PDE = MONITOR_HOLE >> 22
@@ -71,6 +70,7 @@ class ShadowMmu:
         self.cr3 = 0
         self.wp = False
         self.pse = False
+        self.protected: frozenset[int] = frozenset()
 
     # -- raw access ---------------------------------------------------------------------
     def _put(self, addr: int, value: int) -> None:
@@ -137,9 +137,35 @@ class ShadowMmu:
             self.stats.dirty += 1
         return t
 
-    def handle_fault(self, vaddr: int, write: bool, ring3: bool, eip: int) -> PageFault | None:
-        """A #PF at real CPL 3 under the shadow. Returns the fault to reflect, or None when
-        the shadow was filled and the instruction can restart."""
+    def protect(self, frames: frozenset[int], eip: int) -> None:
+        """Map these guest frames read-only in the shadow (the guest's descriptor tables), so
+        that a guest write to them faults and can be noticed."""
+        if frames != self.protected:
+            self.protected = frames
+            self.flush(eip, "protect")
+
+    def allow_write_once(self, vaddr: int, ring3: bool) -> None:
+        """Make one protected page writable for the single instruction that writes it."""
+        self._set_writable(vaddr, ring3, True)
+
+    def reprotect(self, vaddr: int, ring3: bool) -> None:
+        self._set_writable(vaddr, ring3, False)
+
+    def _set_writable(self, vaddr: int, ring3: bool, writable: bool) -> None:
+        table = self.root(ring3).tables.get(vaddr >> 22)
+        if table is None:
+            return
+        addr = table + 4 * ((vaddr >> 12) & 0x3FF)
+        entry = self._get(addr)
+        if entry & P:
+            self._put(addr, (entry | W) if writable else (entry & ~W))
+            self._flush_tlb()
+
+    def handle_fault(self, vaddr: int, write: bool, ring3: bool, eip: int
+                     ) -> PageFault | ProtectedWrite | None:
+        """A #PF at real CPL 3 under the shadow. Returns the fault to reflect, a
+        ProtectedWrite when the guest may write but the page holds its descriptor tables, or
+        None when the shadow was filled and the instruction can restart."""
         t = self.guest_walk(vaddr, write, ring3)
         if isinstance(t, PageFault):
             self.stats.reflects += 1
@@ -151,6 +177,8 @@ class ShadowMmu:
         if write and not was_dirty:
             self._emit("dirty", eip, vaddr=vaddr, paddr=t.paddr & FRAME)
         self._fill(vaddr, t, write or was_dirty, ring3, eip)
+        if write and t.paddr & FRAME in self.protected:
+            return ProtectedWrite(vaddr, t.paddr)
         return None
 
     def _fill(self, vaddr: int, t: Translation, dirty: bool, ring3: bool, eip: int) -> None:
@@ -167,7 +195,7 @@ class ShadowMmu:
             self._clear_page(table)
             root.tables[index] = table
             self._put(root.pd_addr + 4 * index, table | P | W | U)
-        writable = dirty and t.writable(ring3, self.wp)
+        writable = dirty and t.writable(ring3, self.wp) and frame not in self.protected
         self._put(table + 4 * ((vaddr >> 12) & 0x3FF), frame | P | U | (W if writable else 0))
         self.stats.fills += 1
         self._emit("fill", eip, vaddr=vaddr & FRAME, paddr=frame,
@@ -179,6 +207,14 @@ class ShadowMmu:
         return None if table is None else self._get(table + 4 * ((vaddr >> 12) & 0x3FF))
 
 
+@dataclass(frozen=True)
+class ProtectedWrite:
+    """A permitted guest write to a page holding its GDT or LDT."""
+
+    vaddr: int
+    paddr: int
+
+
 class OutsideRam(Exception):
     """The guest's page tables map a page that is not guest RAM."""
 
@@ -188,5 +224,3 @@ class OutsideRam(Exception):
         self.vaddr = vaddr
         self.paddr = paddr
 
-
-__all__ = ["ShadowMmu", "ShadowFull", "OutsideRam", "PF_P", "PF_U", "PF_W"]
