@@ -3,9 +3,7 @@ virtual IF, events and stops. Expected values come from the SDM's rules and the 
 symbols, never from a previous run."""
 from __future__ import annotations
 
-import struct
 
-import pytest
 
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason

@@ -38,7 +38,9 @@ def _code_segment(m: "Machine", selector: int, new_cpl_max: int, ext: int = 0) -
     return desc
 
 
-def _stack_segment(m: "Machine", selector: int, cpl: int, vector: Vector) -> Descriptor:
+def stack_segment(m: "Machine", selector: int, cpl: int, vector: Vector) -> Descriptor:
+    """The guest stack descriptor for SS := ``selector`` at ``cpl``, checked as the SDM says
+    (a bad one raises ``vector`` with the selector; a not-present one, #SS)."""
     desc = m.tables.descriptor(selector)
     if (selector & 0xFFFC == 0 or desc is None or selector & 3 != cpl or not desc.writable
             or desc.dpl != cpl or m.tables.refusal(selector)):
@@ -89,7 +91,7 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
             raise GuestFault(Vector.TS, ext)
         ss0_esp0 = m.read_linear(vcpu.tr.base + 4, 8)
         esp0, ss0 = struct.unpack("<IH", ss0_esp0[:6])
-        stack = _stack_segment(m, ss0, new_cpl, Vector.TS)
+        stack = stack_segment(m, ss0, new_cpl, Vector.TS)
         new_ss, esp, stack_base = ss0, esp0, stack.base
         frame = [old_ss, old_esp] + frame
     else:
@@ -137,7 +139,7 @@ def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
     if new_cpl > vcpu.cpl:
         new_esp, new_ss = struct.unpack("<II", m.read_linear(ss_base + esp + outer_at, 8))
         new_ss &= 0xFFFF
-        _stack_segment(m, new_ss, new_cpl, Vector.GP)
+        stack_segment(m, new_ss, new_cpl, Vector.GP)
         outer = (new_esp + pop_extra) & 0xFFFFFFFF, new_ss
     if new_flags is not None:
         if new_flags & EFLAGS_VM:

@@ -15,15 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
-from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
-                     UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE,
-                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, UC_PROT_ALL, Uc, UcError)
+from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN,
+                     UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED,
+                     UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE, UC_HOOK_MEM_WRITE_UNMAPPED,
+                     UC_MODE_32, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
-                               UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
-                               UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI,
-                               UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ES,
-                               UC_X86_REG_ESI, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
-                               UC_X86_REG_GS, UC_X86_REG_SS)
+                               UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS,
+                               UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX,
+                               UC_X86_REG_ECX, UC_X86_REG_EDI, UC_X86_REG_EDX,
+                               UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESI,
+                               UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR, UC_X86_REG_GS,
+                               UC_X86_REG_SS)
 
 from . import privileged
 from .clock import VirtualClock
@@ -33,15 +35,15 @@ from .descriptors import MONITOR_HOLE, Descriptor
 from .events import Event, EventBus, EventKind
 from .fast_regs import FastRegisters
 from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, StopReason, Vector
+from .guest_paging import PageFault
 from .inputs import InputQueue
 from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
 from .pit import PIT_PORTS, Pit
 from .port_bus import PortBus
-from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull, ShadowMmu
 from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
+from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull, ShadowMmu
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
-from .guest_paging import PageFault
 from .vcpu import (CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_TSD, GuestRegisters,
                    VirtualCpu)
 

@@ -18,7 +18,7 @@ from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, U
                                UC_X86_REG_ESP, UC_X86_REG_SS)
 
 from .descriptors import Descriptor, SystemType
-from .delivery import _stack_segment, emulate_iret, emulate_retf
+from .delivery import stack_segment, emulate_iret, emulate_retf
 from .faults import GuestFault, GuestStop, StopReason, Vector
 from .vcpu import CR0_PE, CR0_TS, CR4_TSD
 
@@ -224,7 +224,7 @@ def _ltr(m: "Machine", insn: CsInsn) -> bool:
 
 def load_ss(m: "Machine", selector: int) -> None:
     """MOV/POP/LSS to SS at virtual CPL 0: RPL 0 selectors fault at real CPL 3."""
-    _stack_segment(m, selector, m.vcpu.cpl, Vector.GP)
+    stack_segment(m, selector, m.vcpu.cpl, Vector.GP)
     m.regs.write(UC_X86_REG_SS, selector | 3)
 
 
