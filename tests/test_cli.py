@@ -38,6 +38,8 @@ def _symbol(name: str, guest: str = "stops") -> int:
     ("u", 1, "unsupported", "16-bit IRET", "iret16_insn"),
     ("m", 1, "bad-memory", "outside guest RAM", None),
     ("g", 1, "unsupported", "task_gate", "gate_insn"),
+    ("p", 1, "bad-memory", "map 0x300000 to physical 0x7f000000, outside guest RAM",
+     "paged_insn"),
 ])
 def test_stops_give_one_line_with_address_and_instruction(mode, status, reason, needle, symbol):
     proc = dbgvm("run", str(build("stops")), "--batch", "--append", f"mode={mode}")

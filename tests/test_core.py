@@ -78,6 +78,7 @@ def test_guest_faults_are_reflected_with_vector_error_and_eip(guest):
         (13, 0, run.symbol("lidt_insn")),                # operand in the monitor hole: #GP(0)
         (6, 0, run.symbol("ud_insn")),                   # UD2
         (11, 0x42 * 8 + 2, run.symbol("np_insn")),       # not-present gate: #NP(IDT, vector)
+        (13, 0, run.symbol("hole_insn")),                # the monitor hole is out of reach
     ]
 
 

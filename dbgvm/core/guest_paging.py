@@ -30,12 +30,17 @@ class PageFault:
 class Translation:
     vaddr: int
     paddr: int
-    pde_addr: int
+    pde_addr: int | None      # None for the identity translation of paging off
     pde: int
     pte_addr: int | None      # None for a 4 MiB page
     pte: int | None
     user_ok: bool             # the guest's U/S allows user accesses
     write_ok: bool            # the guest's R/W bits (both levels) allow writes
+
+    @classmethod
+    def identity(cls, vaddr: int) -> "Translation":
+        """What an access sees with paging off: linear = physical, no paging entries."""
+        return cls(vaddr, vaddr, None, P | W | U | A | D | PS, None, None, True, True)
 
     @property
     def large(self) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN,
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED,
-                     UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE, UC_HOOK_MEM_WRITE_UNMAPPED,
+                     UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
                                UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS,
@@ -125,8 +125,8 @@ class Machine:
                              hole_pt_offset=HOLE_PAGE_TABLE, emit=self._emit_pt,
                              flush_tlb=lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE))
         self._restarts = 0
+        self._trap_counted = True
         self._after_step: list[Callable[[], None]] = []
-        self._table_hooks: list[int] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
                                     lambda: self.trap_eip)
         self.symbols: dict[str, int] = {}
@@ -173,10 +173,10 @@ class Machine:
         self.tables.apply_view()
         for reg in _DATA_SEGS:
             self.regs.write(reg, BOOT_DS)
-        # Real CR0: protected mode, WP so supervisor-implicit accesses respect read-only pages.
-        # Real CR4.TSD makes RDTSC trap at CPL 3 so the monitor can give virtual time.
-        uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP)
+        # Real CR4.TSD makes RDTSC trap at CPL 3 so the monitor can give virtual time; real
+        # paging is always on (shadow_mmu.py).
         uc.reg_write(UC_X86_REG_CR4, CR4_TSD)
+        self._paging_changed("boot")
         uc.ctl_flush_tb()
 
     def load(self, image: BootImage) -> None:
@@ -198,7 +198,10 @@ class Machine:
     def current_icount(self) -> int:
         """Instructions retired so far; inside a trap, those before the trapping instruction."""
         if self._in_quantum:
-            return self._quantum_base + self._counter.read() - 1 - self._restarts
+            # The trapping instruction itself has been counted by Unicorn unless fetching it
+            # is what faulted.
+            return (self._quantum_base + self._counter.read() - self._restarts
+                    - self._trap_counted)
         return self.icount
 
     def _emit(self, kind: EventKind, eip: int, **fields: object) -> None:
@@ -218,8 +221,7 @@ class Machine:
     def set_cpl(self, cpl: int) -> None:
         self.vcpu.cpl = cpl
         self.tables.set_ring3_view(cpl == 3)
-        if self.vcpu.cr0 & CR0_PG:
-            self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(cpl == 3).pd_addr)
+        self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(cpl == 3).pd_addr)
 
     def interrupt_shadow(self) -> None:
         """After STI, the next instruction runs before any interrupt is taken."""
@@ -319,7 +321,7 @@ class Machine:
                 raise GuestStop(StopReason.UNSUPPORTED, "clearing CR0.PE (real mode) is not "
                                 "supported")
             old, vcpu.cr0 = vcpu.cr0, value | CR0_ET
-            if (old ^ vcpu.cr0) & (CR0_PG | CR0_WP):
+            if (old ^ vcpu.cr0) & (CR0_PG | CR0_WP) and (old | vcpu.cr0) & CR0_PG:
                 self._paging_changed("cr0")
         elif index == 2:
             vcpu.cr2 = value
@@ -339,45 +341,22 @@ class Machine:
     def _paging_changed(self, cause: str) -> None:
         """Guest paging mode or CR3 changed: flush the shadow and point the CPU at it."""
         vcpu = self.vcpu
-        real_cr0 = CR0_PE | CR0_ET | CR0_WP
-        if vcpu.cr0 & CR0_PG:
-            self.mmu.configure(vcpu.cr3, bool(vcpu.cr0 & CR0_WP), bool(vcpu.cr4 & CR4_PSE),
-                               self.trap_eip, cause)
-            self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(vcpu.cpl == 3).pd_addr)
-            real_cr0 |= CR0_PG
-        self.uc.reg_write(UC_X86_REG_CR0, real_cr0)
+        self.mmu.configure(bool(vcpu.cr0 & CR0_PG), vcpu.cr3, bool(vcpu.cr0 & CR0_WP),
+                           bool(vcpu.cr4 & CR4_PSE), self.trap_eip, cause)
+        self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(vcpu.cpl == 3).pd_addr)
+        self.uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP | CR0_PG)
         self.descriptor_tables_moved()
 
     def descriptor_tables_moved(self) -> None:
-        """The guest loaded a GDT/LDT or changed paging: watch the pages its tables live on.
-
-        Under paging they are mapped read-only in the shadow; with paging off, a ranged write
-        hook covers their physical range (memory hooks slow every access, so only then)."""
-        for handle in self._table_hooks:
-            self.uc.hook_del(handle)
-        self._table_hooks = []
-        ranges = self.tables.guest_ranges()
-        if self.vcpu.cr0 & CR0_PG:
-            frames = set()
-            for first, last in ranges:
-                for page in range(first & ~0xFFF, last + 1, 4096):
-                    t = self.mmu.guest_walk(page, False, False)
-                    if not isinstance(t, PageFault):
-                        frames.add(t.paddr & ~0xFFF)
-            self.mmu.protect(frozenset(frames), self.trap_eip)
-            return
-        for first, last in ranges:
-            self._table_hooks.append(self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_table_write,
-                                                      None, first, last))
-
-    def _on_table_write(self, uc: Uc, access: int, address: int, size: int, value: int,
-                        _: object) -> None:
-        try:
-            self.tables.note_write(address, (value & ((1 << 8 * size) - 1)).to_bytes(size,
-                                                                                "little"),
-                                   self.regs.read(UC_X86_REG_EIP))
-        except Exception as exc:  # noqa: BLE001
-            self._monitor_error(exc, self.regs.read(UC_X86_REG_EIP))
+        """The guest loaded a GDT/LDT or changed paging: write-protect the pages its tables
+        live on in the shadow, so that a rewritten descriptor is noticed."""
+        frames = set()
+        for first, last in self.tables.guest_ranges():
+            for page in range(first & ~0xFFF, last + 1, 4096):
+                t = self.mmu.guest_walk(page, False, False)
+                if not isinstance(t, PageFault):
+                    frames.add(t.paddr & ~0xFFF)
+        self.mmu.protect(frozenset(frames), self.trap_eip)
 
     def _rescan_tables(self, eip: int) -> None:
         self.tables.rescan(eip, (GuestFault, GuestStop))
@@ -386,21 +365,35 @@ class Machine:
         self._emit(EventKind.PT, eip, op=op, **fields)
 
     def invlpg(self, linear: int) -> None:
-        if self.vcpu.cr0 & CR0_PG:
-            self.mmu.invlpg(linear, self.trap_eip)
-        else:
-            self._emit(EventKind.PT, self.trap_eip, op="invlpg", vaddr=linear)
+        self.mmu.invlpg(linear, self.trap_eip)
+
+    def _is_fetch(self, vaddr: int, eip: int) -> bool:
+        """Did fetching the instruction at EIP fault (rather than one of its data reads)?
+        A page the instruction lies on cannot fault for a read once fetched, so a read fault
+        inside the instruction's own bytes is its fetch."""
+        start = self.tables.base_of(self.regs.read(UC_X86_REG_CS)) + eip
+        if not start & ~0xFFF <= vaddr < ((start + 15) & ~0xFFF) + 0x1000:
+            return False
+        if vaddr & ~0xFFF == start & ~0xFFF:
+            return True
+        try:
+            length = self.decode(eip).size   # through the guest's tables, not the shadow
+        except (GuestFault, GuestStop):
+            return True
+        return vaddr < start + length
 
     def _page_fault(self, error_code: int, eip: int) -> None:
         """A #PF under the shadow: fill and restart, or reflect to the guest."""
         vaddr = self.uc.reg_read(UC_X86_REG_CR2)
-        if not self.vcpu.cr0 & CR0_PG or vaddr >= MONITOR_HOLE:
+        if vaddr >= MONITOR_HOLE:
             self._emit(EventKind.TRAP, eip, vector=int(Vector.PF),
                        insn=self.describe_insn(eip), action="reflect")
             self._reflect(GuestFault(Vector.GP, 0), eip)
             return
         ring3 = self.vcpu.cpl == 3
         write = bool(error_code & 2)
+        counted = write or not self._is_fetch(vaddr, eip)
+        self._trap_counted = counted
         try:
             fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
         except ShadowFull:
@@ -408,8 +401,12 @@ class Machine:
             fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
         except OutsideRam as exc:
             raise GuestStop(StopReason.BAD_MEMORY, str(exc)) from None
+        finally:
+            self._trap_counted = True
         if fault is None:
-            self._restarts += 1   # the instruction runs again and Unicorn counts it again
+            # The instruction runs again and Unicorn counts it again, unless the fault came
+            # from fetching it: then Unicorn had not counted it yet.
+            self._restarts += counted
             return
         if isinstance(fault, ProtectedWrite):
             # Let this one instruction write the descriptor page, then protect it again and

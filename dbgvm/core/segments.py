@@ -135,23 +135,6 @@ class SegmentTables:
                             Descriptor.from_bytes(self._read_linear(table.base + index * 8, 8)),
                             eip)
 
-    def note_write(self, linear: int, data: bytes, eip: int) -> None:
-        """The guest is writing ``data`` at ``linear``: update the entries it touches now,
-        before the write itself lands (with paging off, the write hook sees it first)."""
-        for which in (Table.GDT, Table.LDT):
-            table = self._table(which)
-            if table is self._boot_gdt or not table.entries:
-                continue
-            first = max(linear, table.base)
-            last = min(linear + len(data), table.base + len(table.entries) * 8)
-            for index in range((first - table.base) // 8, (last - table.base + 7) // 8):
-                entry = bytearray(table.entries[index].pack())
-                for i in range(8):
-                    at = table.base + index * 8 + i
-                    if linear <= at < linear + len(data):
-                        entry[i] = data[at - linear]
-                self._update(which, index, Descriptor.from_bytes(bytes(entry)), eip)
-
     def _update(self, which: Table, index: int, fresh: Descriptor, eip: int) -> bool:
         table = self._table(which)
         if fresh == table.entries[index]:

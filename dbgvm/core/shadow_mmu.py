@@ -1,17 +1,24 @@
-"""Shadow page tables: the real page tables Unicorn walks while the guest has paging on.
+"""Shadow page tables: the only page tables Unicorn ever walks.
+
+The real CPU always runs with paging on, on tables the monitor owns, so that the monitor hole
+(supervisor-only in every shadow) is out of the guest's reach whatever the guest does; QEMU,
+and so Unicorn, does not enforce segment limits, so segment truncation alone would not do.
+While the guest's own paging is off, the shadow maps guest RAM one to one.
 
 plex86 discovers the guest's page tables on demand: the shadow starts empty, every first
 access to a page faults into the monitor, which walks the guest's tables (guest_paging.walk),
 updates the guest's accessed/dirty bits as the processor would, and fills one shadow entry.
 A page whose dirty bit is clear is mapped read-only so that the first write faults too and the
-monitor can set D. Faults the guest must see are returned to the caller to reflect.
+monitor can set D. Pages holding the guest's descriptor tables are mapped read-only too, so
+that the monitor notices when the guest rewrites a descriptor. Faults the guest must see are
+returned to the caller to reflect.
 
 There is one shadow root per privilege view. The guest kernel (virtual ring 0) and guest user
 code (virtual ring 3) both run at real CPL 3, so the ring-0 root maps every page the guest
 maps, user-accessible; the ring-3 root maps only the guest's user pages, so that a user access
 to a supervisor page faults exactly as it would on bare metal. Like a TLB, the shadow is
-flushed on CR3 writes and changes of CR0.WP/CR4.PSE, and one entry is dropped by INVLPG. The
-top page directory entry maps the monitor hole, supervisor-only, in every root.
+flushed on CR3 writes and changes of CR0.PG/CR0.WP/CR4.PSE, and one entry is dropped by
+INVLPG. The top page directory entry maps the monitor hole, supervisor-only, in every root.
 """
 from __future__ import annotations
 
@@ -67,6 +74,7 @@ class ShadowMmu:
         for root in self.roots:
             self._clear_page(root.pd_addr)
             self._put(root.pd_addr + 4 * HOLE_PDE, hole_pt | P | W)
+        self.paging = False
         self.cr3 = 0
         self.wp = False
         self.pse = False
@@ -96,9 +104,10 @@ class ShadowMmu:
     def root(self, ring3: bool) -> ShadowRoot:
         return self.roots[1 if ring3 else 0]
 
-    def configure(self, cr3: int, wp: bool, pse: bool, eip: int, cause: str) -> None:
+    def configure(self, paging: bool, cr3: int, wp: bool, pse: bool, eip: int,
+                  cause: str) -> None:
         """A new CR3 or paging mode: like a TLB, drop every shadow entry."""
-        self.cr3, self.wp, self.pse = cr3, wp, pse
+        self.paging, self.cr3, self.wp, self.pse = paging, cr3, wp, pse
         self.flush(eip, cause)
 
     def flush(self, eip: int, cause: str) -> None:
@@ -123,6 +132,8 @@ class ShadowMmu:
 
     # -- faults ---------------------------------------------------------------------------
     def guest_walk(self, vaddr: int, write: bool, user: bool) -> Translation | PageFault:
+        if not self.paging:
+            return Translation.identity(vaddr)
         return walk(self.read_guest_u32, self.cr3, vaddr, write=write, user=user, wp=self.wp,
                     pse=self.pse)
 

@@ -2,7 +2,7 @@
 # by one common handler that then skips the faulting instruction (length in `skip`):
 #   unknown MSR -> #GP(0); LIDT operand in the monitor hole -> #GP(0) (truncated segment);
 #   UD2 -> #UD; INT through a not-present gate -> #NP(vector*8+2); INT beyond the IDT limit is
-#   not tried (the IDT has 256 gates); a privileged MOV CR from ring 0 is fine.
+#   not tried (the IDT has 256 gates); a load from the monitor hole -> #GP(0).
         .include "common.inc"
         .macro record_fault vec
 fault_\vec:
@@ -39,6 +39,9 @@ ud_insn:
         movl $2, skip                   # #NP is a fault: the saved EIP is the INT itself
 np_insn:
         int $0x42
+        movl $5, skip
+hole_insn:
+        mov 0xffc00010, %eax            # the monitor hole: beyond every guest segment
         movl nresults, %eax
         exit_with 0x03
 
