@@ -27,6 +27,7 @@ CASES = {
     "ring3": lambda tmp: ((), ()),
     "insns": lambda tmp: ((), ()),
     "paging": lambda tmp: ((), ()),
+    "spaces": lambda tmp: ((), ()),
     "desctables": lambda tmp: (("-append", "mode=flat"), ("--append", "mode=flat")),
     "desctables-paging": lambda tmp: (("-append", "mode=paging"), ("--append", "mode=paging")),
     "mbinfo": lambda tmp: (("-append", "hello world", "-initrd", f"{_module(tmp)} arg1"),

@@ -43,7 +43,7 @@ class Event:
         parts = []
         for key, value in self.fields.items():
             if isinstance(value, int) and not isinstance(value, bool) and key not in (
-                    "size", "len", "count", "line", "status", "index"):
+                    "size", "len", "count", "line", "status", "index", "cached", "from", "to"):
                 parts.append(f"{key}={value:#x}")
             else:
                 parts.append(f"{key}={value}")

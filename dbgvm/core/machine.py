@@ -54,9 +54,8 @@ TABLES = TableLayout(gdt_ring0=MONITOR_HOLE, gdt_ring3=MONITOR_HOLE + 0x10000,
                      ldt_ring0=MONITOR_HOLE + 0x20000, ldt_ring3=MONITOR_HOLE + 0x30000)
 TRAMPOLINE = MONITOR_HOLE + 0x40000
 TRAMPOLINE_STACK = MONITOR_HOLE + 0x41000
-SHADOW_ROOTS = (0x60000, 0x61000)          # ring-0 view and ring-3 view page directories
 HOLE_PAGE_TABLE = 0x62000                  # maps the hole itself, supervisor-only
-SHADOW_POOL = 0x100000                     # shadow page tables: the last 3 MiB of the hole
+SHADOW_POOL = 0x100000                     # shadow page directories and tables: 3 MiB
 SHADOW_POOL_PAGES = (MONITOR_SIZE - SHADOW_POOL) // 4096
 MONITOR_CS, MONITOR_SS = 0x20, 0x28       # ring-0 selectors used once, by the trampoline
 BOOT_ESP = 0x7C00
@@ -121,8 +120,8 @@ class Machine:
         self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
         self.clock.add_timer(self.pit)
         self.mmu = ShadowMmu(self.hole, self.ram, self.ram_size, pool_offset=SHADOW_POOL,
-                             pool_pages=SHADOW_POOL_PAGES, root_offsets=SHADOW_ROOTS,
-                             hole_pt_offset=HOLE_PAGE_TABLE, emit=self._emit_pt,
+                             pool_pages=SHADOW_POOL_PAGES, hole_pt_offset=HOLE_PAGE_TABLE,
+                             emit=self._emit_pt,
                              flush_tlb=lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE))
         self._restarts = 0
         self._trap_counted = True
@@ -177,6 +176,7 @@ class Machine:
         # paging is always on (shadow_mmu.py).
         uc.reg_write(UC_X86_REG_CR4, CR4_TSD)
         self._paging_changed("boot")
+        uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP | CR0_PG)
         uc.ctl_flush_tb()
 
     def load(self, image: BootImage) -> None:
@@ -344,7 +344,6 @@ class Machine:
         self.mmu.configure(bool(vcpu.cr0 & CR0_PG), vcpu.cr3, bool(vcpu.cr0 & CR0_WP),
                            bool(vcpu.cr4 & CR4_PSE), self.trap_eip, cause)
         self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(vcpu.cpl == 3).pd_addr)
-        self.uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_WP | CR0_PG)
         self.descriptor_tables_moved()
 
     def descriptor_tables_moved(self) -> None:
@@ -356,10 +355,12 @@ class Machine:
                 t = self.mmu.guest_walk(page, False, False)
                 if not isinstance(t, PageFault):
                     frames.add(t.paddr & ~0xFFF)
-        self.mmu.protect(frozenset(frames), self.trap_eip)
+        self.mmu.protect_descriptor_frames(frozenset(frames))
 
-    def _rescan_tables(self, eip: int) -> None:
-        self.tables.rescan(eip, (GuestFault, GuestStop))
+    def _after_protected_write(self, write: ProtectedWrite, ring3: bool, eip: int) -> None:
+        self.mmu.after_protected_write(write.vaddr, write.paddr, ring3, eip)
+        if self.mmu.is_descriptor_frame(write.paddr & ~0xFFF):
+            self.tables.rescan(eip, (GuestFault, GuestStop))
 
     def _emit_pt(self, op: str, eip: int, **fields: object) -> None:
         self._emit(EventKind.PT, eip, op=op, **fields)
@@ -413,8 +414,7 @@ class Machine:
             # re-validate what the guest wrote.
             self.mmu.allow_write_once(vaddr, ring3)
             self._restarts += 1
-            self._after_step.append(lambda: (self.mmu.reprotect(vaddr, ring3),
-                                             self._rescan_tables(eip)))
+            self._after_step.append(lambda: self._after_protected_write(fault, ring3, eip))
             self._request_boundary()
             return
         self._emit(EventKind.TRAP, eip, vector=int(Vector.PF), insn=self.describe_insn(eip),

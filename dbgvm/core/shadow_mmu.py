@@ -9,20 +9,25 @@ plex86 discovers the guest's page tables on demand: the shadow starts empty, eve
 access to a page faults into the monitor, which walks the guest's tables (guest_paging.walk),
 updates the guest's accessed/dirty bits as the processor would, and fills one shadow entry.
 A page whose dirty bit is clear is mapped read-only so that the first write faults too and the
-monitor can set D. Pages holding the guest's descriptor tables are mapped read-only too, so
-that the monitor notices when the guest rewrites a descriptor. Faults the guest must see are
-returned to the caller to reflect.
+monitor can set D. Faults the guest must see are returned to the caller to reflect.
 
-There is one shadow root per privilege view. The guest kernel (virtual ring 0) and guest user
-code (virtual ring 3) both run at real CPL 3, so the ring-0 root maps every page the guest
-maps, user-accessible; the ring-3 root maps only the guest's user pages, so that a user access
-to a supervisor page faults exactly as it would on bare metal. Like a TLB, the shadow is
-flushed on CR3 writes and changes of CR0.PG/CR0.WP/CR4.PSE, and one entry is dropped by
-INVLPG. The top page directory entry maps the monitor hole, supervisor-only, in every root.
+Shadows of recently used address spaces (by guest CR3) are kept, so switching back is cheap.
+That is only correct if no shadow entry goes stale, so every guest page a shadow was built from
+(page directories and page tables), and every page of the guest's GDT/LDT, is mapped read-only:
+a guest write to one faults, the monitor lets that one instruction write, then drops the shadow
+entries built from the page (and re-validates descriptors). A CR3 write thus never needs to
+drop anything; changes of CR0.PG/CR0.WP/CR4.PSE drop everything.
+
+Each address space has one shadow root per privilege view. The guest kernel (virtual ring 0)
+and guest user code (virtual ring 3) both run at real CPL 3, so the ring-0 root maps every page
+the guest maps, user-accessible; the ring-3 root maps only the guest's user pages, so that a
+user access to a supervisor page faults exactly as it would on bare metal. The top page
+directory entry maps the monitor hole, supervisor-only, in every root.
 """
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,10 +36,31 @@ from .guest_paging import FRAME, P, U, W, PageFault, Translation, ad_updates, wa
 
 PAGE = 4096
 HOLE_PDE = MONITOR_HOLE >> 22
+MAX_SPACES = 8
+IDENTITY = -1            # the address-space key while guest paging is off
 
 
 class ShadowFull(Exception):
-    """The pool of shadow page tables is exhausted."""
+    """The pool of shadow pages is exhausted."""
+
+
+class OutsideRam(Exception):
+    """The guest's page tables map a page that is not guest RAM."""
+
+    def __init__(self, vaddr: int, paddr: int) -> None:
+        super().__init__(f"guest page tables map {vaddr:#x} to physical {paddr:#x}, outside "
+                         "guest RAM")
+        self.vaddr = vaddr
+        self.paddr = paddr
+
+
+@dataclass(frozen=True)
+class ProtectedWrite:
+    """A permitted guest write to a page the monitor keeps read-only (a page table or
+    directory a shadow was built from, or a descriptor-table page)."""
+
+    vaddr: int
+    paddr: int
 
 
 @dataclass
@@ -44,6 +70,9 @@ class ShadowStats:
     flushes: int = 0
     invlpgs: int = 0
     reflects: int = 0
+    switches: int = 0
+    reused: int = 0
+    zaps: int = 0
 
 
 @dataclass
@@ -54,31 +83,39 @@ class ShadowRoot:
     tables: dict[int, int] = field(default_factory=dict)   # PDE index -> shadow PT address
 
 
+@dataclass
+class AddressSpace:
+    """The shadows of one guest address space (one CR3), and the guest pages they came from."""
+
+    key: int                                   # guest page-directory frame, or IDENTITY
+    roots: tuple[ShadowRoot, ShadowRoot]       # ring-0 view, ring-3 view
+    # guest page-table frame -> (view, PDE index) of the shadow tables built from it
+    sources: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
+
+
 class ShadowMmu:
     def __init__(self, hole: memoryview, ram: memoryview, ram_size: int, *, pool_offset: int,
-                 pool_pages: int, root_offsets: tuple[int, int], hole_pt_offset: int,
-                 emit: Callable[..., None], flush_tlb: Callable[[], None]) -> None:
+                 pool_pages: int, hole_pt_offset: int, emit: Callable[..., None],
+                 flush_tlb: Callable[[], None]) -> None:
         self._hole = hole
         self._ram = ram
         self._ram_size = ram_size
         self._emit = emit
         self._flush_tlb = flush_tlb
         self._free = [MONITOR_HOLE + pool_offset + i * PAGE for i in range(pool_pages)]
-        self.roots = (ShadowRoot(MONITOR_HOLE + root_offsets[0]),
-                      ShadowRoot(MONITOR_HOLE + root_offsets[1]))
         self.stats = ShadowStats()
         # The monitor's own page table: the hole, identity-mapped, supervisor read/write.
-        hole_pt = MONITOR_HOLE + hole_pt_offset
+        self._hole_pt = MONITOR_HOLE + hole_pt_offset
         for i in range(1024):
-            self._put(hole_pt + 4 * i, (MONITOR_HOLE + i * PAGE) | P | W)
-        for root in self.roots:
-            self._clear_page(root.pd_addr)
-            self._put(root.pd_addr + 4 * HOLE_PDE, hole_pt | P | W)
+            self._put(self._hole_pt + 4 * i, (MONITOR_HOLE + i * PAGE) | P | W)
         self.paging = False
         self.cr3 = 0
         self.wp = False
         self.pse = False
-        self.protected: frozenset[int] = frozenset()
+        self._spaces: OrderedDict[int, AddressSpace] = OrderedDict()
+        self._descriptor_frames: frozenset[int] = frozenset()
+        self._writable: dict[int, set[int]] = {}   # guest frame -> shadow PTEs mapping it RW
+        self.space = self._space(IDENTITY)
 
     # -- raw access ---------------------------------------------------------------------
     def _put(self, addr: int, value: int) -> None:
@@ -100,35 +137,157 @@ class ShadowMmu:
         if paddr + 4 <= self._ram_size:
             struct.pack_into("<I", self._ram, paddr, value)
 
-    # -- configuration --------------------------------------------------------------------
-    def root(self, ring3: bool) -> ShadowRoot:
-        return self.roots[1 if ring3 else 0]
+    def _alloc(self) -> int:
+        if not self._free:
+            raise ShadowFull()
+        page = self._free.pop()
+        self._clear_page(page)
+        return page
 
-    def configure(self, paging: bool, cr3: int, wp: bool, pse: bool, eip: int,
-                  cause: str) -> None:
-        """A new CR3 or paging mode: like a TLB, drop every shadow entry."""
-        self.paging, self.cr3, self.wp, self.pse = paging, cr3, wp, pse
-        self.flush(eip, cause)
+    # -- address spaces -------------------------------------------------------------------
+    def _space(self, key: int) -> AddressSpace:
+        """The cached shadows of ``key``, made (evicting the least recently used) if needed."""
+        space = self._spaces.get(key)
+        if space is not None:
+            self._spaces.move_to_end(key)
+            return space
+        while len(self._spaces) >= MAX_SPACES or len(self._free) < 2:
+            if not self._spaces:
+                raise ShadowFull()
+            self._drop_space(next(iter(self._spaces.values())))
+        roots = (ShadowRoot(self._alloc()), ShadowRoot(self._alloc()))
+        for root in roots:
+            self._put(root.pd_addr + 4 * HOLE_PDE, self._hole_pt | P | W)
+        space = AddressSpace(key, roots)
+        self._spaces[key] = space
+        return space
 
-    def flush(self, eip: int, cause: str) -> None:
-        for root in self.roots:
+    def _drop_space(self, space: AddressSpace) -> None:
+        self._clear_tables(space)
+        for root in space.roots:
+            self._free.append(root.pd_addr)
+        del self._spaces[space.key]
+
+    def _clear_tables(self, space: AddressSpace) -> None:
+        for root in space.roots:
             for index, table in root.tables.items():
                 self._put(root.pd_addr + 4 * index, 0)
                 self._free.append(table)
             root.tables.clear()
-        self.stats.flushes += 1
+        space.sources.clear()
+
+    def root(self, ring3: bool) -> ShadowRoot:
+        return self.space.roots[1 if ring3 else 0]
+
+    @property
+    def cached_spaces(self) -> int:
+        return len(self._spaces)
+
+    def configure(self, paging: bool, cr3: int, wp: bool, pse: bool, eip: int,
+                  cause: str) -> None:
+        """A CR3 write or a paging-mode change. The architecture flushes the TLB here; the
+        shadows are kept coherent by write protection, so a CR3 write only switches to the
+        address space's cached shadow, and a mode change (whose shadows would differ) drops
+        them all."""
+        if (paging, wp, pse) != (self.paging, self.wp, self.pse) or cause in ("boot",):
+            for space in list(self._spaces.values()):
+                self._drop_space(space)
+        self.paging, self.cr3, self.wp, self.pse = paging, cr3, wp, pse
+        key = cr3 & FRAME if paging else IDENTITY
+        reused = key in self._spaces
+        self.space = self._space(key)
+        self.stats.switches += 1
+        self.stats.reused += reused
+        if not reused:
+            self.stats.flushes += 1
+        self._refresh_protection()
         self._flush_tlb()
-        self._emit("flush", eip, cr3=self.cr3, cause=cause)
+        self._emit("flush", eip, cr3=cr3, cause=cause, cached=int(reused))
+
+    def flush(self, eip: int, cause: str) -> None:
+        """Drop every shadow of every address space (the pool ran out)."""
+        for space in list(self._spaces.values()):
+            if space is not self.space:
+                self._drop_space(space)
+        self._clear_tables(self.space)
+        self.stats.flushes += 1
+        self._refresh_protection()
+        self._flush_tlb()
+        self._emit("flush", eip, cr3=self.cr3, cause=cause, cached=0)
 
     def invlpg(self, vaddr: int, eip: int) -> None:
         index = vaddr >> 22
-        for root in self.roots:
+        for root in self.space.roots:
             table = root.tables.get(index)
             if table is not None:
                 self._put(table + 4 * ((vaddr >> 12) & 0x3FF), 0)
         self.stats.invlpgs += 1
         self._flush_tlb()
         self._emit("invlpg", eip, vaddr=vaddr)
+
+    # -- write protection -----------------------------------------------------------------
+    def protected(self) -> set[int]:
+        frames = set(self._descriptor_frames)
+        for space in self._spaces.values():
+            if space.key != IDENTITY:
+                frames.add(space.key)
+            frames.update(space.sources)
+        return frames
+
+    def protect_descriptor_frames(self, frames: frozenset[int]) -> None:
+        """Keep these guest frames (the guest's GDT/LDT pages) read-only in every shadow."""
+        self._descriptor_frames = frames
+        self._refresh_protection()
+
+    def is_descriptor_frame(self, frame: int) -> bool:
+        return frame in self._descriptor_frames
+
+    def _refresh_protection(self) -> None:
+        """Downgrade shadow entries that map a now-protected frame writable."""
+        changed = False
+        for frame in self.protected() & self._writable.keys():
+            for pte_addr in self._writable.pop(frame):
+                entry = self._get(pte_addr)
+                if entry & P and entry & W and entry & FRAME == frame:
+                    self._put(pte_addr, entry & ~W)
+                    changed = True
+        if changed:
+            self._flush_tlb()
+
+    def allow_write_once(self, vaddr: int, ring3: bool) -> None:
+        """Make one protected page writable for the single instruction that writes it."""
+        self._set_writable(vaddr, ring3, True)
+
+    def after_protected_write(self, vaddr: int, paddr: int, ring3: bool, eip: int) -> None:
+        """The guest wrote a protected page: drop every shadow entry built from it."""
+        self._set_writable(vaddr, ring3, False)
+        frame = paddr & FRAME
+        for space in list(self._spaces.values()):
+            if space.key == frame:
+                self._clear_tables(space)
+                self.stats.zaps += 1
+                self._emit("zap", eip, vaddr=vaddr, paddr=frame, source="directory")
+                continue
+            for view, index in space.sources.pop(frame, ()):
+                root = space.roots[view]
+                table = root.tables.pop(index, None)
+                if table is not None:
+                    self._put(root.pd_addr + 4 * index, 0)
+                    self._free.append(table)
+                    self.stats.zaps += 1
+                    self._emit("zap", eip, vaddr=index << 22, paddr=frame, source="table")
+        self._refresh_protection()
+        self._flush_tlb()
+
+    def _set_writable(self, vaddr: int, ring3: bool, writable: bool) -> None:
+        table = self.root(ring3).tables.get(vaddr >> 22)
+        if table is None:
+            return
+        addr = table + 4 * ((vaddr >> 12) & 0x3FF)
+        entry = self._get(addr)
+        if entry & P:
+            self._put(addr, (entry | W) if writable else (entry & ~W))
+            self._flush_tlb()
 
     # -- faults ---------------------------------------------------------------------------
     def guest_walk(self, vaddr: int, write: bool, user: bool) -> Translation | PageFault:
@@ -148,35 +307,11 @@ class ShadowMmu:
             self.stats.dirty += 1
         return t
 
-    def protect(self, frames: frozenset[int], eip: int) -> None:
-        """Map these guest frames read-only in the shadow (the guest's descriptor tables), so
-        that a guest write to them faults and can be noticed."""
-        if frames != self.protected:
-            self.protected = frames
-            self.flush(eip, "protect")
-
-    def allow_write_once(self, vaddr: int, ring3: bool) -> None:
-        """Make one protected page writable for the single instruction that writes it."""
-        self._set_writable(vaddr, ring3, True)
-
-    def reprotect(self, vaddr: int, ring3: bool) -> None:
-        self._set_writable(vaddr, ring3, False)
-
-    def _set_writable(self, vaddr: int, ring3: bool, writable: bool) -> None:
-        table = self.root(ring3).tables.get(vaddr >> 22)
-        if table is None:
-            return
-        addr = table + 4 * ((vaddr >> 12) & 0x3FF)
-        entry = self._get(addr)
-        if entry & P:
-            self._put(addr, (entry | W) if writable else (entry & ~W))
-            self._flush_tlb()
-
     def handle_fault(self, vaddr: int, write: bool, ring3: bool, eip: int
                      ) -> PageFault | ProtectedWrite | None:
         """A #PF at real CPL 3 under the shadow. Returns the fault to reflect, a
-        ProtectedWrite when the guest may write but the page holds its descriptor tables, or
-        None when the shadow was filled and the instruction can restart."""
+        ProtectedWrite when the guest may write but the page is kept read-only, or None when
+        the shadow was filled and the instruction can restart."""
         t = self.guest_walk(vaddr, write, ring3)
         if isinstance(t, PageFault):
             self.stats.reflects += 1
@@ -187,51 +322,40 @@ class ShadowMmu:
         assert isinstance(t, Translation)
         if write and not was_dirty:
             self._emit("dirty", eip, vaddr=vaddr, paddr=t.paddr & FRAME)
-        self._fill(vaddr, t, write or was_dirty, ring3, eip)
-        if write and t.paddr & FRAME in self.protected:
-            return ProtectedWrite(vaddr, t.paddr)
-        return None
+        if self._fill(vaddr, t, write or was_dirty, ring3, eip) or not write:
+            return None
+        return ProtectedWrite(vaddr, t.paddr)
 
-    def _fill(self, vaddr: int, t: Translation, dirty: bool, ring3: bool, eip: int) -> None:
+    def _fill(self, vaddr: int, t: Translation, dirty: bool, ring3: bool, eip: int) -> bool:
+        """Fill the shadow entry for ``vaddr``; returns whether it was mapped writable."""
         frame = t.paddr & FRAME
         if frame + PAGE > self._ram_size:
             raise OutsideRam(vaddr, frame)
-        root = self.root(ring3)
+        view = 1 if ring3 else 0
+        root = self.space.roots[view]
         index = vaddr >> 22
         table = root.tables.get(index)
         if table is None:
-            if not self._free:
-                raise ShadowFull()
-            table = self._free.pop()
-            self._clear_page(table)
+            table = self._alloc()
             root.tables[index] = table
             self._put(root.pd_addr + 4 * index, table | P | W | U)
-        writable = dirty and t.writable(ring3, self.wp) and frame not in self.protected
-        self._put(table + 4 * ((vaddr >> 12) & 0x3FF), frame | P | U | (W if writable else 0))
+        if not t.large and t.pde_addr is not None:
+            source = t.pde & FRAME
+            if source not in self.space.sources:
+                self.space.sources[source] = set()
+                self._refresh_protection()
+            self.space.sources[source].add((view, index))
+        writable = dirty and t.writable(ring3, self.wp) and frame not in self.protected()
+        pte_addr = table + 4 * ((vaddr >> 12) & 0x3FF)
+        self._put(pte_addr, frame | P | U | (W if writable else 0))
+        if writable:
+            self._writable.setdefault(frame, set()).add(pte_addr)
         self.stats.fills += 1
         self._emit("fill", eip, vaddr=vaddr & FRAME, paddr=frame,
                    perm=("rw" if writable else "ro") + ("" if ring3 else "-k"))
+        return writable
 
     def shadow_entry(self, vaddr: int, ring3: bool) -> int | None:
         """The shadow PTE mapping ``vaddr`` in a view (None if there is no shadow table)."""
         table = self.root(ring3).tables.get(vaddr >> 22)
         return None if table is None else self._get(table + 4 * ((vaddr >> 12) & 0x3FF))
-
-
-@dataclass(frozen=True)
-class ProtectedWrite:
-    """A permitted guest write to a page holding its GDT or LDT."""
-
-    vaddr: int
-    paddr: int
-
-
-class OutsideRam(Exception):
-    """The guest's page tables map a page that is not guest RAM."""
-
-    def __init__(self, vaddr: int, paddr: int) -> None:
-        super().__init__(f"guest page tables map {vaddr:#x} to physical {paddr:#x}, outside "
-                         "guest RAM")
-        self.vaddr = vaddr
-        self.paddr = paddr
-
