@@ -111,8 +111,8 @@ def bench_cr3_switch(repeat: int) -> None:
         if best is None or ours < best[1]:
             best = (machine.mmu.stats, ours, raw)
     stats, ours, raw = best
-    print(f"CR3 switch      {ours / stats.switches * 1e6:7.2f} us per switch back and forth between "
-          f"two address spaces ({stats.reused} of {stats.switches} reused a kept shadow, "
+    print(f"CR3 switch      {ours / stats.switches * 1e6:7.2f} us per switch back and forth "
+          f"between two address spaces ({stats.reused} of {stats.switches} reused a kept shadow, "
           f"{stats.fills} fills in all)   raw Unicorn {raw / stats.switches * 1e6:.2f} us")
 
 
