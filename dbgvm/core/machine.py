@@ -492,8 +492,11 @@ class Machine:
     def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
                 vector == Vector.GP and self.vcpu.cpl <= self.vcpu.iopl):
-            insn = self.decode(eip)
-            mnemonic = insn.mnemonic
+            try:
+                insn = self.decode(eip)
+            except GuestFault:
+                insn = None   # not an instruction the monitor knows: not one it emulates
+            mnemonic = insn.mnemonic if insn is not None else ""
             handler = privileged.HANDLERS.get(mnemonic)
             if handler is not None and (self.vcpu.cpl == 0 or mnemonic in ("cli", "sti")):
                 try:

@@ -45,11 +45,12 @@ class ShadowFull(Exception):
 
 
 class OutsideRam(Exception):
-    """The guest's page tables map a page that is not guest RAM."""
+    """The guest touched a page that is not guest RAM."""
 
-    def __init__(self, vaddr: int, paddr: int) -> None:
+    def __init__(self, vaddr: int, paddr: int, paging: bool) -> None:
         super().__init__(f"guest page tables map {vaddr:#x} to physical {paddr:#x}, outside "
-                         "guest RAM")
+                         "guest RAM" if paging else
+                         f"guest access to physical {vaddr:#x}, outside guest RAM")
         self.vaddr = vaddr
         self.paddr = paddr
 
@@ -330,7 +331,7 @@ class ShadowMmu:
         """Fill the shadow entry for ``vaddr``; returns whether it was mapped writable."""
         frame = t.paddr & FRAME
         if frame + PAGE > self._ram_size:
-            raise OutsideRam(vaddr, frame)
+            raise OutsideRam(vaddr, frame, self.paging)
         view = 1 if ring3 else 0
         root = self.space.roots[view]
         index = vaddr >> 22
