@@ -3,6 +3,8 @@ virtual IF, events and stops. Expected values come from the SDM's rules and the 
 symbols, never from a previous run."""
 from __future__ import annotations
 
+import struct
+
 
 
 from dbgvm.core.events import EventKind
@@ -157,3 +159,36 @@ def test_entry_state(guest):
     assert regs.cpl == 0 and not regs.vif and regs.eflags & IF == 0
     assert regs.eax == 0x2BADB002
     assert regs.cr0 & 0x80000001 == 1             # protected mode, paging off
+
+
+def test_frames_carry_the_virtual_if(guest):
+    run = guest("vif")
+    assert run.stop.exit_status == 21
+    assert run.console.splitlines() == [
+        "trap gate frame IF=00000000",        # CLI, then INT through a trap gate
+        "trap gate frame IF=00000200",        # STI: the frame shows the virtual IF
+        "interrupt gate frame IF=00000200",
+        "trap gate frame IF=00000000",        # nested in the interrupt gate: IF was cleared
+        "trap gate frame IF=00000200",        # IRET restored IF=1 from its frame
+        "cr0 low bits after lmsw=00000009",   # LMSW set TS, kept PE
+    ]
+    # VIF starts clear, so the first CLI changes nothing; trap gates and IRETs that restore
+    # the same value change nothing either.
+    causes = [e.fields["cause"] for e in run.of(EventKind.VIF)]
+    assert causes == ["sti", "int 0x81", "iret", "cli", "iret", "cli"]
+
+
+def test_cpuid_is_the_documented_model(guest):
+    from dbgvm.core import privileged
+    run = guest("basics", max_insns=1)
+    m = run.machine
+    for leaf, expected in ((0, (1, *struct.unpack("<III", b"dbgvmVirtCPU"[0:4] +
+                                                  b"dbgvmVirtCPU"[8:12] +
+                                                  b"dbgvmVirtCPU"[4:8]))),
+                           # FPU, PSE, TSC, MSR, CX8, SEP, CMOV: bits 0 3 4 5 8 11 15
+                           (1, (0x630, 0, 0, sum(1 << b for b in (0, 3, 4, 5, 8, 11, 15)))),
+                           (7, (0, 0, 0, 0))):
+        m.write_register("eax", leaf)
+        privileged.cpuid(m)
+        r = m.registers()
+        assert (r.eax, r.ebx, r.ecx, r.edx) == expected

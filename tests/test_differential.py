@@ -28,6 +28,7 @@ CASES = {
     "insns": lambda tmp: ((), ()),
     "paging": lambda tmp: ((), ()),
     "spaces": lambda tmp: ((), ()),
+    "vif": lambda tmp: ((), ()),
     "desctables": lambda tmp: (("-append", "mode=flat"), ("--append", "mode=flat")),
     "desctables-paging": lambda tmp: (("-append", "mode=paging"), ("--append", "mode=paging")),
     "mbinfo": lambda tmp: (("-append", "hello world", "-initrd", f"{_module(tmp)} arg1"),
