@@ -63,3 +63,32 @@ def test_no_installed_segment_reaches_the_hole(base, limit, granular, dpl, code)
         assert copy.base + copy.limit <= HOLE_LAST_BYTE
         # truncation never widens a segment
         assert copy.limit <= desc.limit
+
+
+def test_call_gates_must_target_guest_code():
+    """DESIGN.md section 6: a call gate is accepted only when its target is a code segment."""
+    from dbgvm.core.segments import SegmentTables, TableLayout
+
+    events = []
+    gdt = [Descriptor(0), FLAT_CODE0, FLAT_DATA0,
+           # call gates (selector in the base's low 16 bits, offset in the limit's)
+           make(0x08, 0x1000, 0x8C, 0),            # -> 0x08 (code): accepted
+           make(0x10, 0x1000, 0x8C, 0),            # -> 0x10 (data): refused
+           make(0x50, 0x1000, 0x8C, 0)]            # -> beyond the GDT: refused
+    image = b"".join(d.pack() for d in gdt)
+
+    class FakeUc:
+        def mem_write(self, addr, data):
+            pass
+
+        def reg_write(self, reg, value):
+            pass
+
+    tables = SegmentTables(FakeUc(), TableLayout(0, 0, 0, 0),
+                           lambda addr, size: image[addr:addr + size],
+                           lambda kind, eip, **f: events.append(f), lambda: 0)
+    tables.load_gdt(0, len(image) - 1, 0)
+    assert tables.refusal(0x18) is None
+    assert "0x0010 is not a code segment" in tables.refusal(0x20)
+    assert "0x0050 is not a code segment" in tables.refusal(0x28)
+    assert [(e["op"], e["index"]) for e in events] == [("refuse", 4), ("refuse", 5)]

@@ -181,7 +181,7 @@ def check(desc: Descriptor, table: Table) -> str | None:
     if kind is None:
         return f"reserved system descriptor type {desc.type}"
     if kind in (SystemType.CALL_GATE32, SystemType.CALL_GATE16):
-        return None  # the target is checked when the gate is used (it may be set up later)
+        return None  # its target is checked against the table (segments.py)
     if table is Table.LDT:
         return f"{kind.name.lower()} descriptor not allowed in an LDT"
     if kind in (SystemType.INTERRUPT_GATE32, SystemType.INTERRUPT_GATE16, SystemType.TRAP_GATE32,
