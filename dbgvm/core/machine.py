@@ -127,7 +127,7 @@ class Machine:
         self._trap_counted = True
         self._after_step: list[Callable[[], None]] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
-                                    lambda: self.trap_eip)
+                                    lambda: self.trap_eip, self.ram_size)
         self.symbols: dict[str, int] = {}
         self.trap_eip = 0
 

@@ -52,8 +52,9 @@ Emit = Callable[..., None]
 
 class SegmentTables:
     def __init__(self, uc: Uc, layout: TableLayout, read_linear: ReadLinear, emit: Emit,
-                 eip: Callable[[], int]) -> None:
+                 eip: Callable[[], int], ram_size: int) -> None:
         self._uc = uc
+        self._ram_size = ram_size
         self._eip = eip
         self._layout = layout
         self._read_linear = read_linear
@@ -90,7 +91,7 @@ class SegmentTables:
 
     def _validate(self, which: Table, index: int, desc: Descriptor, eip: int) -> None:
         table = self._table(which)
-        reason = check(desc, which) or self._gate_target_problem(desc)
+        reason = check(desc, which, self._ram_size) or self._gate_target_problem(desc)
         if reason is None:
             table.refused.pop(index, None)
         else:
