@@ -192,3 +192,38 @@ def test_cpuid_is_the_documented_model(guest):
         privileged.cpuid(m)
         r = m.registers()
         assert (r.eax, r.ebx, r.ecx, r.edx) == expected
+
+
+def _tiny(code: bytes):
+    from dbgvm.core.loader import BootImage, Chunk
+    from dbgvm.core.machine import Machine
+    machine = Machine(ram_mb=4)
+    machine.load(BootImage((Chunk(0x100000, code, len(code)),), 0x100000, False, 0, 0, {}))
+    return machine
+
+
+def test_unclaimed_ports_read_all_ones_and_show_as_io_events():
+    # in al,0x99; out 0xe9,al; in ax,0x98 ; out 0x97,al ; hlt
+    machine = _tiny(b"\xe4\x99\xe6\xe9\x66\xe5\x98\xe6\x97\xf4")
+    io = []
+    machine.events.subscribe({EventKind.IO}, io.append)
+    stop = machine.run(100)
+    assert stop.reason is StopReason.HALTED
+    assert bytes(machine.console_output) == b"\xff"
+    fields = [(e.fields["port"], e.fields["dir"], e.fields["size"], e.fields["value"],
+               e.fields.get("unclaimed", False)) for e in io]
+    assert fields == [(0x99, "in", 1, 0xFF, True), (0xE9, "out", 1, 0xFF, False),
+                      (0x98, "in", 2, 0xFFFF, True), (0x97, "out", 1, 0xFF, True)]
+
+
+def test_external_input_enters_at_a_boundary_with_its_icount():
+    machine = _tiny(b"\x90" * 64 + b"\xf4")
+    got, seen = [], []
+    machine.inputs.register("console", got.append)
+    machine.inputs.observe(seen.append)
+    machine.run(10)
+    machine.inputs.post("console", b"ls\n")
+    assert got == []                         # nothing happens outside the run loop
+    machine.run(10)
+    assert got == [b"ls\n"]
+    assert [(i.icount, i.channel, i.payload) for i in seen] == [(10, "console", b"ls\n")]
