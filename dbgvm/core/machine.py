@@ -235,7 +235,7 @@ class Machine:
         """End the quantum after the current instruction (counted as one)."""
         if self._in_quantum and self._boundary_pos is None:
             self._boundary_pos = self._counter.read()
-            self.uc.emu_stop()
+            self._counter.stop_after_current()
 
     def _end(self, reason: StopReason, message: str, exit_status: int, eip: int | None = None
              ) -> None:

@@ -114,11 +114,20 @@ class InstructionCounter:
     """
 
     def __init__(self, uc: Uc, layout: Layout) -> None:
-        self._counter = ctypes.c_size_t.from_address(_engine_address(uc) +
-                                                     layout.counter_in_engine)
+        base = _engine_address(uc) + layout.counter_in_engine
+        self._counter = ctypes.c_size_t.from_address(base)
+        self._limit = ctypes.c_size_t.from_address(base + _WORD)   # uc->emu_count
 
     def read(self) -> int:
         return self._counter.value
+
+    def stop_after_current(self) -> None:
+        """End emu_start right after the instruction in progress completes.
+
+        Lowering ``uc->emu_count`` makes Unicorn's own counting hook stop before the next
+        instruction. Unlike emu_stop, this is safe in memory and port hooks, where emu_stop
+        abandons the instruction after its store landed but before EIP moved on."""
+        self._limit.value = self._counter.value
 
 
 def _scratch_engine() -> Uc:
