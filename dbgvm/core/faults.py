@@ -46,6 +46,8 @@ class StopReason(str, enum.Enum):
     BAD_MEMORY = "bad-memory"
     MONITOR_ERROR = "monitor-error"
     BREAKPOINT = "breakpoint"
+    WATCHPOINT = "watchpoint"
+    STEP = "step"
     REQUESTED = "requested"
 
 

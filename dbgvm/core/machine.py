@@ -12,7 +12,7 @@ import mmap
 import struct
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN,
@@ -30,6 +30,7 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, 
 from . import privileged
 from .clock import VirtualClock
 from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
+from .debug import Debugger
 from .delivery import deliver
 from .descriptors import MONITOR_HOLE, Descriptor
 from .events import Event, EventBus, EventKind
@@ -125,6 +126,9 @@ class Machine:
                              flush_tlb=lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE))
         self._restarts = 0
         self._trap_counted = True
+        self._stepping = False
+        self.irqs_while_stepping = False
+        self._resume = (0, 0)
         self._after_step: list[Callable[[], None]] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
                                     lambda: self.trap_eip, self.ram_size)
@@ -149,6 +153,7 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
                     UC_HOOK_MEM_FETCH_UNMAPPED, self._on_unmapped)
         self._enter_ring3()
+        self.debug = Debugger(self)
 
     # -- start-up ---------------------------------------------------------------------------
     def _enter_ring3(self) -> None:
@@ -641,7 +646,8 @@ class Machine:
                 self.clock.idle_until(deadline)
                 self.clock.expire()
             self._halted = False
-        if self.icount < self._shadow_until or not self.vcpu.vif or not self.pic.pending():
+        if self.icount < self._shadow_until or not self.vcpu.vif or not self.pic.pending() \
+                or self._stepping:
             return
         acked = self.pic.acknowledge()
         if acked is None:
@@ -655,11 +661,17 @@ class Machine:
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, eip)
 
-    def run(self, max_insns: int | None = None) -> Stop:
-        """Run until the guest ends, something stops it, or ``max_insns`` more instructions."""
+    def run(self, max_insns: int | None = None, *,
+            interrupted: Callable[[], bool] | None = None) -> Stop:
+        """Run until the guest ends, something stops it, or ``max_insns`` more instructions.
+        ``interrupted`` is polled between quanta (a debugger's Ctrl-C)."""
         limit = None if max_insns is None else self.icount + max_insns
         self._stop = None
+        self._resume = (self.regs.read(UC_X86_REG_EIP), self.icount)
         while True:
+            if interrupted is not None and interrupted():
+                self._end(StopReason.REQUESTED, "stopped by the debugger", 0)
+                break
             self._boundary()
             if self._stop is not None:
                 break
@@ -684,8 +696,43 @@ class Machine:
             if self._stop is not None:
                 break
         stop = self._stop
+        if stop.reason is StopReason.WATCHPOINT:
+            # stopped after the accessing instruction completed: report where the CPU is now
+            stop = self._stop = replace(stop, eip=self.regs.read(UC_X86_REG_EIP),
+                                        icount=self.icount)
         self._emit(EventKind.STOP, stop.eip, reason=stop.reason.value, message=stop.message)
         return stop
+
+    def step(self) -> Stop:
+        """Execute exactly one instruction. Interrupts are not taken before it unless
+        ``irqs_while_stepping`` is set (QEMU's gdbstub NOIRQ default)."""
+        self._stepping = not self.irqs_while_stepping
+        try:
+            stop = self.run(1)
+        finally:
+            self._stepping = False
+        if stop.reason is StopReason.MAX_INSNS:
+            stop = Stop(StopReason.STEP, "stepped one instruction", stop.eip, stop.icount, 0)
+            self._stop = stop
+        return stop
+
+    def stop_before_current(self, reason: StopReason, message: str) -> None:
+        """From a code hook: end the run before the instruction about to execute."""
+        if self._stop is None:
+            eip = self.regs.read(UC_X86_REG_EIP)
+            self._stop = Stop(reason, message, eip, self.current_icount(), 0)
+        if self._in_quantum and self._boundary_pos is None:
+            self._boundary_pos = self._counter.read() - 1
+            self.uc.emu_stop()
+
+    def stop_after_current(self, reason: StopReason, message: str) -> None:
+        """From a memory hook: end the run once the instruction in progress completes."""
+        self._end(reason, message, 0)
+
+    def resuming_at(self, eip: int) -> bool:
+        """Is the instruction at ``eip`` the first one of this run (a breakpoint there must
+        not fire again when the debugger continues from it)?"""
+        return self._resume == (eip, self.current_icount())
 
     def _run_quantum(self, budget: int) -> int:
         """Run at most ``budget`` instructions; returns how many retired."""

@@ -1,0 +1,129 @@
+"""Breakpoints, watchpoints and side-effect-free guest memory access for debuggers.
+
+Front ends (the gdb stub, the monitor) use these; the run loop knows nothing of them. A
+breakpoint is a Unicorn code hook ranged to its single address (never a global hook: a global
+Python code hook costs ~50x guest speed). A watchpoint is a ranged memory hook on the physical
+bytes the watched virtual range maps to when it is set; while any is set, every guest memory
+access takes Unicorn's slow path (~1.4x slower), so they cost only while they exist.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
+
+from .faults import StopReason
+from .guest_paging import PageFault
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+
+class WatchKind(str, enum.Enum):
+    WRITE = "watch"
+    READ = "rwatch"
+    ACCESS = "awatch"
+
+
+@dataclass(frozen=True)
+class WatchHit:
+    kind: WatchKind
+    vaddr: int          # the watched address the access touched
+
+
+class DebugError(ValueError):
+    """A debugger request that cannot be carried out (the message says why)."""
+
+
+class Debugger:
+    def __init__(self, machine: "Machine") -> None:
+        self._m = machine
+        self._breakpoints: dict[int, int] = {}                       # address -> hook
+        self._watchpoints: dict[tuple[int, int, WatchKind], list[int]] = {}
+        self.last_watch: WatchHit | None = None
+
+    # -- memory ---------------------------------------------------------------------------
+    def translate(self, vaddr: int) -> int | None:
+        """Guest-physical address of a guest-virtual one, without touching A/D bits."""
+        t = self._m.mmu.guest_walk(vaddr, False, False)
+        if isinstance(t, PageFault) or t.paddr >= self._m.ram_size:
+            return None
+        return t.paddr
+
+    def _pieces(self, vaddr: int, size: int):
+        done = 0
+        while done < size:
+            addr = (vaddr + done) & 0xFFFFFFFF
+            chunk = min(size - done, 0x1000 - (addr & 0xFFF))
+            paddr = self.translate(addr)
+            if paddr is None or paddr + chunk > self._m.ram_size:
+                raise DebugError(f"virtual address {addr:#x} is not mapped")
+            yield paddr, done, chunk
+            done += chunk
+
+    def read_virtual(self, vaddr: int, size: int) -> bytes:
+        out = bytearray()
+        for paddr, _, chunk in self._pieces(vaddr, size):
+            out += self._m.ram[paddr:paddr + chunk]
+        return bytes(out)
+
+    def write_virtual(self, vaddr: int, data: bytes) -> None:
+        for paddr, offset, chunk in list(self._pieces(vaddr, len(data))):
+            self._m.write_physical(paddr, data[offset:offset + chunk])
+
+    # -- breakpoints ----------------------------------------------------------------------
+    @property
+    def breakpoints(self) -> list[int]:
+        return sorted(self._breakpoints)
+
+    def add_breakpoint(self, addr: int) -> None:
+        if addr in self._breakpoints:
+            return
+        self._breakpoints[addr] = self._m.uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None,
+                                                      addr, addr)
+        self._m.uc.ctl_flush_tb()   # hooks only reach code translated after they exist
+
+    def remove_breakpoint(self, addr: int) -> bool:
+        hook = self._breakpoints.pop(addr, None)
+        if hook is None:
+            return False
+        self._m.uc.hook_del(hook)
+        self._m.uc.ctl_flush_tb()
+        return True
+
+    def _on_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self._m.resuming_at(address):
+            return
+        self._m.stop_before_current(StopReason.BREAKPOINT, f"breakpoint at {address:#010x}")
+
+    # -- watchpoints ----------------------------------------------------------------------
+    def add_watchpoint(self, vaddr: int, length: int, kind: WatchKind) -> None:
+        key = (vaddr, length, kind)
+        if key in self._watchpoints or length <= 0:
+            return
+        types = {WatchKind.WRITE: UC_HOOK_MEM_WRITE, WatchKind.READ: UC_HOOK_MEM_READ,
+                 WatchKind.ACCESS: UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}[kind]
+        hooks = []
+        for paddr, offset, chunk in self._pieces(vaddr, length):
+            hooks.append(self._m.uc.hook_add(types, self._on_access, (vaddr + offset, kind, paddr),
+                                             paddr, paddr + chunk - 1))
+        self._watchpoints[key] = hooks
+        self._m.uc.ctl_flush_tb()
+
+    def remove_watchpoint(self, vaddr: int, length: int, kind: WatchKind) -> bool:
+        hooks = self._watchpoints.pop((vaddr, length, kind), None)
+        if hooks is None:
+            return False
+        for hook in hooks:
+            self._m.uc.hook_del(hook)
+        self._m.uc.ctl_flush_tb()
+        return True
+
+    def _on_access(self, uc: Uc, access: int, address: int, size: int, value: int,
+                   data: tuple[int, WatchKind, int]) -> None:
+        vbase, kind, pbase = data
+        hit = vbase + max(0, address - pbase)
+        self.last_watch = WatchHit(kind, hit)
+        self._m.stop_after_current(StopReason.WATCHPOINT, f"{kind.value} {hit:#010x}")
