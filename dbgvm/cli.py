@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-insns", type=int, metavar="N", help="stop after N instructions")
     run.add_argument("--batch", action="store_true",
                      help="no interactive prompt: run to the end and exit")
+    run.add_argument("-s", dest="gdb_default", action="store_true",
+                     help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234)")
+    run.add_argument("--gdb", metavar="[HOST:]PORT",
+                     help="serve gdb on PORT (loopback unless HOST is named)")
+    run.add_argument("-S", dest="paused", action="store_true",
+                     help="do not start the guest: wait for gdb to continue it")
     return parser
 
 
@@ -93,6 +99,8 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
             out.write(event.to_json() + "\n")
         machine.events.subscribe(trace_kinds or frozenset(EventKind), write_event)
     try:
+        if args.gdb or args.gdb_default:
+            return _serve_gdb(machine, args, err)
         stop = machine.run(args.max_insns)
     finally:
         if out is not None:
@@ -101,6 +109,33 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
     if stop.reason is not StopReason.DEBUG_EXIT:
         print(f"dbgvm: {stop.reason.value}: {stop.message}", file=err)
     return stop.exit_status
+
+
+def _serve_gdb(machine: Machine, args: argparse.Namespace, err: TextIO) -> int:
+    """Run (or, with -S, wait) until gdb attaches, then serve debuggers until one kills the
+    VM; the guest runs only when gdb continues it."""
+    from .gdbstub.server import GdbServer, parse_address
+
+    try:
+        address = parse_address(args.gdb or "1234")
+        server = GdbServer(machine, address, log=lambda text: print(text, file=err))
+    except (ValueError, OSError) as exc:
+        print(f"dbgvm: --gdb: {exc}", file=err)
+        return USAGE_ERROR
+    host, port = server.address
+    print(f"dbgvm: waiting for gdb on {host}:{port}", file=err)
+    if not args.paused:
+        import select
+
+        def gdb_arrived() -> bool:
+            return bool(select.select([server.listener], [], [], 0)[0])
+        stop = machine.run(args.max_insns, interrupted=gdb_arrived)
+        if stop.reason is not StopReason.REQUESTED:
+            if stop.reason is not StopReason.DEBUG_EXIT:
+                print(f"dbgvm: {stop.reason.value}: {stop.message}", file=err)
+            return stop.exit_status
+    server.serve()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ class StopReason(str, enum.Enum):
     BREAKPOINT = "breakpoint"
     WATCHPOINT = "watchpoint"
     STEP = "step"
+    CATCH = "catch"
     REQUESTED = "requested"
 
 

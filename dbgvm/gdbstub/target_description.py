@@ -1,8 +1,8 @@
 """The registers gdb sees, in order, and the target.xml that describes them.
 
 ``org.gnu.gdb.i386.core`` and ``.sse`` follow gdb's own feature files (names, sizes, types,
-each type defined in the feature that uses it); ``.segments`` carries fs_base/gs_base; the
-``org.dbgvm.virtual`` feature shows the deprivileged guest's virtual CPU: control registers,
+each type defined in the feature that uses it); the ``org.dbgvm.virtual`` feature carries
+fs_base/gs_base and shows the deprivileged guest's virtual CPU: control registers,
 descriptor-table registers, the virtual CPL and the virtual IF.
 """
 from __future__ import annotations
@@ -58,9 +58,10 @@ FEATURES: list[tuple[str, str, list[GdbRegister]]] = [
          ["  </flags>"]),
      [GdbRegister(f"xmm{i}", 128, "vec128") for i in range(8)] +
      [GdbRegister("mxcsr", 32, "i386_mxcsr", "vector")]),
-    ("org.gnu.gdb.i386.segments", "",
-     [GdbRegister("fs_base", 32, "int"), GdbRegister("gs_base", 32, "int")]),
+    # gdb 13 asserts (tdesc_use_registers: arch_regs.size () <= num_regs) when a 32-bit
+    # description has org.gnu.gdb.i386.segments, so fs_base/gs_base live in our feature.
     ("org.dbgvm.virtual", "",
+     [GdbRegister("fs_base", 32, "int"), GdbRegister("gs_base", 32, "int")] +
      [GdbRegister(n, 32, "int", "system") for n in (
          "cr0", "cr2", "cr3", "cr4", "gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit",
          "tr", "ldtr", "cpl", "vif")]),

@@ -1,0 +1,167 @@
+"""Serving gdb over TCP: one debugger at a time, the VM paused between sessions.
+
+Everything, the guest included, runs on the serving thread (Unicorn is used from one thread);
+while the guest runs, the socket is polled between quanta for gdb's Ctrl-C.
+"""
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+
+from ..core.machine import Machine
+from . import rsp
+from .session import Session
+
+REFUSAL = b"E.dbgvm: another debugger is already attached"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``1234``, ``:1234`` or ``host:1234``; loopback unless a host is named."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"bad gdb port {text!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"bad gdb port {text!r}")
+    return host or "127.0.0.1", number
+
+
+class Connection:
+    """A connected gdb: framing, acks and retransmission over one socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = rsp.Decoder()
+        self.pending: list[rsp.Frame] = []
+        self._last = b""
+        self.transcript: list[tuple[str, bytes]] | None = None
+
+    def send(self, payload: bytes) -> None:
+        self._last = rsp.encode(payload)
+        if self.transcript is not None:
+            self.transcript.append(("out", payload))
+        self.sock.sendall(self._last)
+
+    def resend(self) -> None:
+        if self._last:
+            self.sock.sendall(self._last)
+
+    def receive(self, timeout: float | None) -> list[rsp.Frame] | None:
+        """Frames from gdb (None once it hung up); [] when nothing came within ``timeout``."""
+        if self.pending:
+            frames, self.pending = self.pending, []
+            return frames
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return []
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            return None
+        if not data:
+            return None
+        return self.decoder.feed(data)
+
+    def interrupted(self) -> bool:
+        """Polled while the guest runs: did gdb send Ctrl-C? Other frames are kept."""
+        frames = self.receive(0)
+        if frames is None:
+            return True
+        hit = any(f.kind is rsp.Kind.INTERRUPT for f in frames)
+        self.pending.extend(f for f in frames if f.kind is not rsp.Kind.INTERRUPT)
+        return hit
+
+
+def serve_session(conn: Connection, session: Session) -> None:
+    """Answer packets until gdb detaches, kills or hangs up."""
+    session.interrupted = conn.interrupted
+    while not (session.killed or session.detached):
+        frames = conn.receive(None)
+        if frames is None:
+            return
+        for frame in frames:
+            if frame.kind is rsp.Kind.PACKET:
+                if conn.transcript is not None:
+                    conn.transcript.append(("in", frame.payload))
+                if not session.no_ack:
+                    conn.sock.sendall(b"+")
+                reply = session.handle(frame.payload)
+                for line in session.output:
+                    conn.send(line)
+                session.output.clear()
+                if reply is not None:
+                    conn.send(reply)
+                if session.killed or session.detached:
+                    return
+            elif frame.kind is rsp.Kind.BAD_CHECKSUM:
+                conn.sock.sendall(b"-")
+            elif frame.kind is rsp.Kind.OVERSIZE:
+                conn.sock.sendall(b"+")
+                conn.send(b"E01")
+            elif frame.kind is rsp.Kind.NACK:
+                conn.resend()
+            elif frame.kind is rsp.Kind.INTERRUPT:
+                conn.send(b"T02thread:01;")
+
+
+class GdbServer:
+    def __init__(self, machine: Machine, address: tuple[str, int], *,
+                 monitor: Callable[[str], str] | None = None,
+                 log: Callable[[str], None] = lambda text: None) -> None:
+        self.machine = machine
+        self._monitor = monitor
+        self._log = log
+        self.listener = socket.create_server(address, reuse_port=False)
+        self.address = self.listener.getsockname()[:2]
+        self.transcript: list[tuple[str, bytes]] | None = None
+
+    def serve(self) -> None:
+        """Serve debuggers one after another until one kills the VM."""
+        last_stop = None
+        while True:
+            sock, peer = self.listener.accept()
+            self._log(f"dbgvm: gdb connected from {peer[0]}:{peer[1]}")
+            conn = Connection(sock)
+            conn.transcript = self.transcript
+            session = Session(self.machine, monitor=self._monitor)
+            if last_stop is not None:
+                session.last_stop = last_stop
+            self.listener.settimeout(None)
+            try:
+                self._serve_with_refusals(conn, session)
+            finally:
+                sock.close()
+            last_stop = session.last_stop
+            if session.killed:
+                self._log("dbgvm: killed by gdb")
+                return
+            self._log("dbgvm: gdb detached; the VM stays paused, waiting for a debugger")
+
+    def _serve_with_refusals(self, conn: Connection, session: Session) -> None:
+        """Serve one session; a second gdb connecting meanwhile is told why it is refused."""
+        import threading
+
+        stop = threading.Event()
+
+        def refuse() -> None:
+            while not stop.is_set():
+                ready, _, _ = select.select([self.listener], [], [], 0.2)
+                if ready and not stop.is_set():
+                    other, _ = self.listener.accept()
+                    try:
+                        other.recv(4096)
+                        other.sendall(b"+" + rsp.encode(REFUSAL))
+                    except OSError:
+                        pass
+                    other.close()
+        thread = threading.Thread(target=refuse, daemon=True)
+        thread.start()
+        try:
+            serve_session(conn, session)
+        finally:
+            stop.set()
+            thread.join()
