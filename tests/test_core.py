@@ -227,3 +227,14 @@ def test_external_input_enters_at_a_boundary_with_its_icount():
     machine.run(10)
     assert got == [b"ls\n"]
     assert [(i.icount, i.channel, i.payload) for i in seen] == [(10, "console", b"ls\n")]
+
+
+def test_hlt_with_the_timer_masked_ends_instead_of_idling_forever():
+    # PIT mode 2 running, IRQ0 masked at the PIC, STI; HLT: nothing can ever wake the CPU
+    code = (b"\xb0\x34\xe6\x43\xb0\x10\xe6\x40\xe6\x40"   # PIT ch0 mode 2, reload 0x1010
+            b"\xb0\xff\xe6\x21"                            # mask everything at the master
+            b"\xfb\xf4")                                     # sti; hlt
+    machine = _tiny(code)
+    stop = machine.run(1000)
+    assert stop.reason is StopReason.HALTED
+    assert "no timer interrupt that can arrive" in stop.message

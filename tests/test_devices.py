@@ -126,3 +126,11 @@ def test_latched_count_reads_low_then_high():
     low = pit.port_read(0x40, 1)
     high = pit.port_read(0x40, 1)
     assert (high << 8 | low) == 0x1234 - 0x34
+
+
+def test_masked_lines():
+    pic = initialised_pic()
+    assert not pic.masked(0) and not pic.masked(12)
+    pic.port_write(0x21, 1, 0x05)            # mask IRQ0 and the cascade
+    assert pic.masked(0) and pic.masked(12) and not pic.masked(1)
+    assert Pic().masked(0)                   # before initialisation every line is masked

@@ -40,6 +40,7 @@ from .guest_paging import PageFault
 from .inputs import InputQueue
 from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
+from .pit import IRQ_LINE as PIT_IRQ
 from .pit import PIT_PORTS, Pit
 from .port_bus import PortBus
 from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
@@ -639,9 +640,9 @@ class Machine:
                 return
             while not self.pic.pending():
                 deadline = self.clock.next_deadline()
-                if deadline is None:
+                if deadline is None or self.pic.masked(PIT_IRQ):
                     self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no timer "
-                              "armed and no interrupt pending", 0, eip)
+                              "interrupt that can arrive and none pending", 0, eip)
                     return
                 self.clock.idle_until(deadline)
                 self.clock.expire()

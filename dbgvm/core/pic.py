@@ -124,6 +124,13 @@ class Pic:
         else:
             self.master.irr &= ~(1 << CASCADE_LINE)
 
+    def masked(self, line: int) -> bool:
+        """Can an edge on ``line`` never reach the CPU under the current masks?"""
+        if line >= 8:
+            return bool(self.slave.imr & (1 << (line - 8))) or bool(
+                self.master.imr & (1 << CASCADE_LINE))
+        return bool(self.master.imr & (1 << line))
+
     def pending(self) -> bool:
         return self.master.pending_line() is not None
 
