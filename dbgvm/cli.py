@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="serve gdb on PORT (loopback unless HOST is named)")
     run.add_argument("-S", dest="paused", action="store_true",
                      help="do not start the guest: wait for gdb to continue it")
+    run.add_argument("--gdb-transcript", metavar="FILE",
+                     help="record every packet exchanged with gdb, as JSON Lines (tests)")
     return parser
 
 
@@ -115,6 +117,7 @@ def _serve_gdb(machine: Machine, args: argparse.Namespace, err: TextIO) -> int:
     """Run (or, with -S, wait) until gdb attaches, then serve debuggers until one kills the
     VM; the guest runs only when gdb continues it."""
     from .gdbstub.server import GdbServer, parse_address
+    from .gdbstub.transcript import Transcript
 
     try:
         address = parse_address(args.gdb or "1234")
@@ -122,6 +125,8 @@ def _serve_gdb(machine: Machine, args: argparse.Namespace, err: TextIO) -> int:
     except (ValueError, OSError) as exc:
         print(f"dbgvm: --gdb: {exc}", file=err)
         return USAGE_ERROR
+    if args.gdb_transcript:
+        server.transcript = Transcript(args.gdb_transcript)
     host, port = server.address
     print(f"dbgvm: waiting for gdb on {host}:{port}", file=err)
     if not args.paused:

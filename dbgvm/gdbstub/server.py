@@ -8,12 +8,17 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
 from ..core.machine import Machine
 from . import rsp
 from .session import Session
 
 REFUSAL = b"E.dbgvm: another debugger is already attached"
+
+
+class Recorder(Protocol):
+    def append(self, entry: tuple[str, bytes]) -> None: ...
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -38,7 +43,7 @@ class Connection:
         self.decoder = rsp.Decoder()
         self.pending: list[rsp.Frame] = []
         self._last = b""
-        self.transcript: list[tuple[str, bytes]] | None = None
+        self.transcript: Recorder | None = None
 
     def send(self, payload: bytes) -> None:
         self._last = rsp.encode(payload)
@@ -117,7 +122,7 @@ class GdbServer:
         self._log = log
         self.listener = socket.create_server(address, reuse_port=False)
         self.address = self.listener.getsockname()[:2]
-        self.transcript: list[tuple[str, bytes]] | None = None
+        self.transcript: Recorder | None = None
 
     def serve(self) -> None:
         """Serve debuggers one after another until one kills the VM."""
