@@ -118,10 +118,12 @@ def _serve_gdb(machine: Machine, args: argparse.Namespace, err: TextIO) -> int:
     VM; the guest runs only when gdb continues it."""
     from .gdbstub.server import GdbServer, parse_address
     from .gdbstub.transcript import Transcript
+    from .repl.commands import Monitor
 
     try:
         address = parse_address(args.gdb or "1234")
-        server = GdbServer(machine, address, log=lambda text: print(text, file=err))
+        server = GdbServer(machine, address, monitor=Monitor(machine).run,
+                           log=lambda text: print(text, file=err))
     except (ValueError, OSError) as exc:
         print(f"dbgvm: --gdb: {exc}", file=err)
         return USAGE_ERROR

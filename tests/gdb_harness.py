@@ -91,8 +91,9 @@ class Gdb:
         errors = [r for r in responses if r.get("message") == "error"]
         if errors:
             raise RuntimeError(errors[0]["payload"].get("msg"))
-        return "".join(r["payload"] for r in responses
-                       if r.get("type") == "console" and isinstance(r.get("payload"), str))
+        # console output, and target output (what `monitor` commands print)
+        return "".join(r["payload"] for r in responses if r.get("type") in ("console", "target")
+                       and isinstance(r.get("payload"), str))
 
     def run(self, command: str, timeout: float = 30) -> dict:
         """An execution command (continue, stepi...): returns the *stopped record."""

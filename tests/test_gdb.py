@@ -154,3 +154,20 @@ def test_guest_exit_is_reported_as_process_exit(session):
     stop = gdb.run("-exec-continue")
     assert stop["reason"] == "exited"
     assert int(stop["exit-code"], 8) == 33
+
+
+def test_monitor_commands_through_gdb(session):
+    gdb, _, sym = session
+    assert "catch vif" in gdb.console("monitor help")
+    assert "event breakpoint 0" in gdb.console("monitor catch vif")
+    stop = gdb.run("-exec-continue")
+    assert stop.get("signal-name") == "SIGTRAP"
+    # stopped right after the STI that set the virtual IF
+    assert gdb.value("$eip") == sym["wait"]
+    assert gdb.value("$vif") == 1
+    info = gdb.console("monitor info")
+    assert "cause=sti" in info and "vif 1" in info
+    assert "wrote 3 bytes" in gdb.console("monitor setp 0x5000 1 2 0xff")
+    assert "00005000: 01 02 ff" in gdb.console("monitor xp 0x5000 3")
+    assert gdb.value("*(unsigned char*)0x5002") == 0xFF       # paging off: virtual = physical
+    assert gdb.console("monitor frobnicate").startswith("error: unknown command")

@@ -55,3 +55,29 @@ def test_random_code_never_breaks_the_monitor(code, paging):
     stop = machine.run(max_insns=5_000)
     assert stop.reason is not StopReason.MONITOR_ERROR, stop.message
     assert len(errors) == 1
+
+
+def test_fetch_from_a_page_mapped_beyond_ram_stops_promptly():
+    """A fault the monitor cannot resolve must end the run at once: re-executing the faulting
+    instruction would only fault again (this once looped forever inside Unicorn)."""
+    import subprocess
+    import sys
+    program = """
+import struct, sys
+sys.path.insert(0, 'tests')
+from test_robustness import _image, PD
+from dbgvm.core.loader import BootImage, Chunk
+from dbgvm.core.machine import Machine
+image = _image(b"\\xb8" + struct.pack("<I", 0x400000) + b"\\xff\\xe0", True)
+chunks = image.chunks + (Chunk(PD + 4, struct.pack("<I", 0x40000083), 4),)
+m = Machine(ram_mb=4)
+m.load(BootImage(chunks, image.entry, False, 0, 0, {}))
+m.write_register("esp", 0x7000)
+stop = m.run(max_insns=5000)
+print(stop.reason.value, stop.message)
+"""
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("bad-memory"), proc.stdout
+    assert "0x40000000" in proc.stdout

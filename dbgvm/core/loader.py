@@ -18,7 +18,7 @@ from .descriptors import MONITOR_HOLE
 MULTIBOOT_MAGIC = 0x1BADB002
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
 MULTIBOOT_SEARCH = 8192
-MB_INFO_ADDR = 0x9000        # below 640 KiB, where QEMU's option ROM keeps its boot info too
+MB_INFO_ADDR = 0x9500        # where QEMU's Multiboot loader puts it (EBX at entry)
 MB_INFO_LIMIT = 0x9FC00
 BOOTLOADER_NAME = b"dbgvm\0"
 BIOS_RESERVED_TOP = 128 << 10

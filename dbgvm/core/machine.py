@@ -127,6 +127,7 @@ class Machine:
                              flush_tlb=lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE))
         self._restarts = 0
         self._trap_counted = True
+        self._in_exception_hook = False
         self._stepping = False
         self.irqs_while_stepping = False
         self._resume = (0, 0)
@@ -249,6 +250,9 @@ class Machine:
             eip = self.regs.read(UC_X86_REG_EIP) if eip is None else eip
             self._stop = Stop(reason, message, eip, self.current_icount(), exit_status)
         self._request_boundary()
+        if self._in_exception_hook:
+            # The faulting instruction would only fault again: stop now, not after it.
+            self.uc.emu_stop()
 
     def _debug_exit(self, status: int) -> None:
         self._end(StopReason.DEBUG_EXIT, f"guest wrote to the debug-exit port: status {status}",
@@ -472,6 +476,7 @@ class Machine:
 
     # -- trap dispatch -----------------------------------------------------------------------
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
+        self._in_exception_hook = True
         info = self._latch.pending()
         eip = self.regs.read(UC_X86_REG_EIP)
         try:
@@ -494,6 +499,7 @@ class Machine:
             self._monitor_error(exc, self.trap_eip)
         finally:
             self._latch.rearm()
+            self._in_exception_hook = False
 
     def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
@@ -565,6 +571,7 @@ class Machine:
                 self._deliver_guarded(Vector.DF, return_eip, error_code=0)
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
+        self._in_exception_hook = True
         eip = self.regs.read(UC_X86_REG_EIP)
         self.trap_eip = eip
         try:
@@ -577,6 +584,7 @@ class Machine:
             self._monitor_error(exc, eip)
         finally:
             self._latch.rearm()
+            self._in_exception_hook = False
         return True
 
     def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:

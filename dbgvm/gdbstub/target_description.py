@@ -18,9 +18,13 @@ class GdbRegister:
     group: str | None = None
 
 
-_EFLAGS_FIELDS = [("CF", 0), ("", 1), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8),
-                  ("IF", 9), ("DF", 10), ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17),
-                  ("AC", 18), ("VIF", 19), ("VIP", 20), ("ID", 21)]
+# As QEMU describes EFLAGS (high bits first, IOPL as a two-bit field), so that gdb prints the
+# flags the same way against either stub.
+_EFLAGS_FIELDS = [("", 22, 31), ("ID", 21, 21), ("VIP", 20, 20), ("VIF", 19, 19),
+                  ("AC", 18, 18), ("VM", 17, 17), ("RF", 16, 16), ("", 15, 15), ("NT", 14, 14),
+                  ("IOPL", 12, 13), ("OF", 11, 11), ("DF", 10, 10), ("IF", 9, 9), ("TF", 8, 8),
+                  ("SF", 7, 7), ("ZF", 6, 6), ("", 5, 5), ("AF", 4, 4), ("", 3, 3),
+                  ("PF", 2, 2), ("", 1, 1), ("CF", 0, 0)]
 _MXCSR_FIELDS = [("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6),
                  ("IM", 7), ("DM", 8), ("ZM", 9), ("OM", 10), ("UM", 11), ("PM", 12),
                  ("FZ", 15)]
@@ -29,7 +33,7 @@ FEATURES: list[tuple[str, str, list[GdbRegister]]] = [
     ("org.gnu.gdb.i386.core",
      "\n".join(
          ['  <flags id="i386_eflags" size="4">'] +
-         [f'    <field name="{n}" start="{b}" end="{b}"/>' for n, b in _EFLAGS_FIELDS] +
+         [f'    <field name="{n}" start="{b}" end="{e}"/>' for n, b, e in _EFLAGS_FIELDS] +
          ["  </flags>"]),
      [GdbRegister(n, 32, "int32") for n in ("eax", "ecx", "edx", "ebx")] +
      [GdbRegister("esp", 32, "data_ptr"), GdbRegister("ebp", 32, "data_ptr")] +
