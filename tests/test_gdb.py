@@ -171,3 +171,31 @@ def test_monitor_commands_through_gdb(session):
     assert "00005000: 01 02 ff" in gdb.console("monitor xp 0x5000 3")
     assert gdb.value("*(unsigned char*)0x5002") == 0xFF       # paging off: virtual = physical
     assert gdb.console("monitor frobnicate").startswith("error: unknown command")
+
+
+def test_a_second_debugger_is_refused_while_one_is_attached(session):
+    import socket
+
+    from dbgvm.gdbstub import rsp
+    gdb, proc, _ = session
+    port = int(proc.args[proc.args.index("--gdb") + 1].split(":")[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
+        other.sendall(rsp.encode(b"qSupported"))
+        data = b""
+        while b"#" not in data:
+            chunk = other.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert b"another debugger is already attached" in data
+    assert gdb.value("$eip")                   # the first session is unaffected
+
+
+def test_gdb_addresses_default_to_loopback():
+    from dbgvm.gdbstub.server import parse_address
+    assert parse_address("1234") == ("127.0.0.1", 1234)
+    assert parse_address(":1234") == ("127.0.0.1", 1234)
+    assert parse_address("0.0.0.0:99") == ("0.0.0.0", 99)
+    for bad in ("abc", "70000", "host:"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
