@@ -7,12 +7,7 @@
 _start:
         mov $stack_top, %esp
         call setup_tables
-        mov $pt0, %edi
-        mov $3, %eax
-        mov $1024, %ecx
-1:      stosl
-        add $0x1000, %eax
-        loop 1b
+        identity_map pt0
         mov $pt0, %eax
         or $3, %eax
         mov %eax, pd_a

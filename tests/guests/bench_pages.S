@@ -10,12 +10,7 @@
 _start:
         mov $stack_top, %esp
         call setup_tables
-        mov $pts, %edi                  # 4 page tables: 0..16 MiB
-        mov $3, %eax
-        mov $4096, %ecx
-1:      stosl
-        add $0x1000, %eax
-        loop 1b
+        identity_map pts, 4096  # 4 page tables: 0..16 MiB
         xor %ebx, %ebx
 2:      mov %ebx, %eax                  # PDE i -> pts + i*4096
         shl $12, %eax

@@ -46,12 +46,7 @@ load_gate:
         exit_with 0x0d
 
 enable_paging:
-        mov $pt0, %edi
-        mov $3, %eax
-        mov $1024, %ecx
-1:      stosl
-        add $0x1000, %eax
-        loop 1b
+        identity_map pt0
         mov $pt0, %eax
         or $3, %eax
         mov %eax, pd

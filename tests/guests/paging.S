@@ -15,12 +15,7 @@ _start:
         movl $0x11111111, 0x200000
         movl $0x22222222, 0x201000
         movl $0x33333333, 0x202000
-        mov $pt0, %edi                  # identity-map 0..4 MiB, supervisor read/write
-        mov $3, %eax
-        mov $1024, %ecx
-1:      stosl
-        add $0x1000, %eax
-        loop 1b
+        identity_map pt0  # identity-map 0..4 MiB, supervisor read/write
         mov $user_page, %eax            # the user code and stack pages: add U
         shr $12, %eax
         orl $4, pt0(,%eax,4)

@@ -13,12 +13,7 @@ _start:
         movl $0x22222222, 0x201000
         movl $0x33333333, 0x202000
         movl $0x44444444, 0x203000
-        mov $pt0, %edi                  # identity 0..4 MiB for the kernel, shared
-        mov $3, %eax
-        mov $1024, %ecx
-1:      stosl
-        add $0x1000, %eax
-        loop 1b
+        identity_map pt0  # identity 0..4 MiB for the kernel, shared
         movl $0x200003, pt_a
         movl $0x201003, pt_b
         movl $0x203003, pt_c

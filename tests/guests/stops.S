@@ -59,12 +59,7 @@ gate_insn:
 paged_beyond_ram:                       # a page table entry pointing past the end of RAM
         mov $0x7f000003, %eax
         mov %eax, pt0 + 4 * 0x300       # 0x300000 -> physical 0x7f000000
-        mov $pt0, %edi
-        mov $3, %eax
-        mov $0x300, %ecx
-1:      stosl
-        add $0x1000, %eax
-        loop 1b
+        identity_map pt0, 0x300
         mov $pt0, %eax
         or $3, %eax
         mov %eax, pd
