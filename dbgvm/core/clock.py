@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 NS_PER_INSN = 10
-TSC_HZ = 1_000_000_000 // NS_PER_INSN
 
 
 class Timer(Protocol):

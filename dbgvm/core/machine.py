@@ -258,9 +258,6 @@ class Machine:
         self._end(StopReason.DEBUG_EXIT, f"guest wrote to the debug-exit port: status {status}",
                   status)
 
-    def request_stop(self, message: str = "stopped by request") -> None:
-        self._end(StopReason.REQUESTED, message, 0)
-
     # -- guest memory -----------------------------------------------------------------------
     def _physical(self, linear: int, size: int, write: bool) -> int:
         """Guest-physical address of ``size`` bytes at ``linear`` (within one page when paging
@@ -631,7 +628,6 @@ class Machine:
         self._end(StopReason.MONITOR_ERROR,
                   f"monitor error at eip {eip:#010x} ({self.describe_insn(eip)}): {detail}", 1,
                   eip)
-        self.last_traceback = traceback.format_exc()
 
     # -- the run loop ------------------------------------------------------------------------
     def _boundary(self) -> None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-UNCLAIMED_READ = 0xFFFFFFFF
-
 
 class PortDevice(Protocol):
     def port_read(self, port: int, size: int) -> int: ...
@@ -26,9 +24,6 @@ class PortBus:
             raise PortConflict(f"port {taken[0]:#x} is already claimed")
         for port in ports:
             self._devices[port] = device
-
-    def device_at(self, port: int) -> PortDevice | None:
-        return self._devices.get(port)
 
     def read(self, port: int, size: int) -> int | None:
         """The device's value, or None for an unclaimed port (which reads all ones)."""
