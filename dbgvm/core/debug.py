@@ -1,13 +1,8 @@
 """Breakpoints, watchpoints and side-effect-free guest memory access for debuggers.
 
-Front ends (the gdb stub, the monitor) use these; the run loop knows nothing of them. A
-breakpoint is a Unicorn code hook ranged to its single address (never a global hook: a global
-Python code hook costs ~50x guest speed). Measured limit: because the instruction-count hook
-makes Unicorn call its tracer on every instruction, and the tracer walks every code hook,
-each breakpoint costs about 15% of guest speed even when never hit (100 of them: ~17x slower).
-Unicorn *exits* would be free, but at the end of every emu_start Unicorn translates each exit
-address through the current page tables and corrupts its exception state when the page is not
-mapped (DESIGN.md section 4), which shadow paging makes the common case.
+Front ends (the gdb stub, the monitor) use these. Breakpoints are Unicorn exits managed by
+the machine (Machine._sync_exits says how they are kept safe under shadow paging): free while
+not hit, where per-address code hooks cost ~15% of guest speed each, hit or not.
 
 A watchpoint is a ranged memory hook on the physical bytes the watched virtual range maps to
 when it is set; while any is set, every guest memory access takes Unicorn's slow path (~1.4x
@@ -19,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
+from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
 
 from .faults import StopReason
 from .guest_paging import PageFault
@@ -47,7 +42,7 @@ class DebugError(ValueError):
 class Debugger:
     def __init__(self, machine: "Machine") -> None:
         self._m = machine
-        self._breakpoints: dict[int, int] = {}                       # address -> hook
+        self._breakpoints: set[int] = set()
         self._watchpoints: dict[tuple[int, int, WatchKind], list[int]] = {}
         self.last_watch: WatchHit | None = None
 
@@ -86,24 +81,15 @@ class Debugger:
         return sorted(self._breakpoints)
 
     def add_breakpoint(self, addr: int) -> None:
-        if addr in self._breakpoints:
-            return
-        self._breakpoints[addr] = self._m.uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None,
-                                                      addr, addr)
-        self._m.uc.ctl_flush_tb()   # hooks only reach code translated after they exist
+        self._breakpoints.add(addr & 0xFFFFFFFF)
+        self._m.set_breakpoints(frozenset(self._breakpoints))
 
     def remove_breakpoint(self, addr: int) -> bool:
-        hook = self._breakpoints.pop(addr, None)
-        if hook is None:
+        if addr not in self._breakpoints:
             return False
-        self._m.uc.hook_del(hook)
-        self._m.uc.ctl_flush_tb()
+        self._breakpoints.discard(addr)
+        self._m.set_breakpoints(frozenset(self._breakpoints))
         return True
-
-    def _on_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
-        if self._m.resuming_at(address):
-            return
-        self._m.stop_before_current(StopReason.BREAKPOINT, f"breakpoint at {address:#010x}")
 
     # -- watchpoints ----------------------------------------------------------------------
     def add_watchpoint(self, vaddr: int, length: int, kind: WatchKind) -> None:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
-from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_INSN,
+from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_CODE,
+                     UC_HOOK_INSN,
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED,
                      UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, Uc, UcError)
@@ -130,7 +131,10 @@ class Machine:
         self._in_exception_hook = False
         self._stepping = False
         self.irqs_while_stepping = False
-        self._resume = (0, 0)
+        self._breakpoints: frozenset[int] = frozenset()
+        self._exits: frozenset[int] = frozenset()      # what Unicorn holds now
+        self._skip_exit: int | None = None
+        self._bp_hooks: dict[int, int] = {}
         self._after_step: list[Callable[[], None]] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
                                     lambda: self.trap_eip, self.ram_size)
@@ -229,6 +233,7 @@ class Machine:
         self.vcpu.cpl = cpl
         self.tables.set_ring3_view(cpl == 3)
         self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(cpl == 3).pd_addr)
+        self._sync_exits()
 
     def interrupt_shadow(self) -> None:
         """After STI, the next instruction runs before any interrupt is taken."""
@@ -352,6 +357,7 @@ class Machine:
                            bool(vcpu.cr4 & CR4_PSE), self.trap_eip, cause)
         self.uc.reg_write(UC_X86_REG_CR3, self.mmu.root(vcpu.cpl == 3).pd_addr)
         self.descriptor_tables_moved()
+        self._sync_exits()
 
     def descriptor_tables_moved(self) -> None:
         """The guest loaded a GDT/LDT or changed paging: write-protect the pages its tables
@@ -366,6 +372,7 @@ class Machine:
 
     def _after_protected_write(self, write: ProtectedWrite, ring3: bool, eip: int) -> None:
         self.mmu.after_protected_write(write.vaddr, write.paddr, ring3, eip)
+        self._sync_exits()
         if self.mmu.is_descriptor_frame(write.paddr & ~0xFFF):
             self.tables.rescan(eip, (GuestFault, GuestStop))
 
@@ -374,6 +381,7 @@ class Machine:
 
     def invlpg(self, linear: int) -> None:
         self.mmu.invlpg(linear, self.trap_eip)
+        self._sync_exits()
 
     def _is_fetch(self, vaddr: int, eip: int) -> bool:
         """Did fetching the instruction at EIP fault (rather than one of its data reads)?
@@ -406,6 +414,7 @@ class Machine:
             fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
         except ShadowFull:
             self.mmu.flush(eip, "pool-full")
+            self._sync_exits()
             fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
         except OutsideRam as exc:
             raise GuestStop(StopReason.BAD_MEMORY, str(exc)) from None
@@ -415,6 +424,7 @@ class Machine:
             # The instruction runs again and Unicorn counts it again, unless the fault came
             # from fetching it: then Unicorn had not counted it yet.
             self._restarts += counted
+            self._sync_exits()   # a breakpoint on the page just mapped becomes an exit
             return
         if isinstance(fault, ProtectedWrite):
             # Let this one instruction write the descriptor page, then protect it again and
@@ -672,7 +682,7 @@ class Machine:
         ``interrupted`` is polled between quanta (a debugger's Ctrl-C)."""
         limit = None if max_insns is None else self.icount + max_insns
         self._stop = None
-        self._resume = (self.regs.read(UC_X86_REG_EIP), self.icount)
+        self._step_off_breakpoint()
         while True:
             if interrupted is not None and interrupted():
                 self._end(StopReason.REQUESTED, "stopped by the debugger", 0)
@@ -721,27 +731,80 @@ class Machine:
             self._stop = stop
         return stop
 
-    def stop_before_current(self, reason: StopReason, message: str) -> None:
-        """From a code hook: end the run before the instruction about to execute."""
-        if self._stop is None:
-            eip = self.regs.read(UC_X86_REG_EIP)
-            self._stop = Stop(reason, message, eip, self.current_icount(), 0)
-        if self._in_quantum and self._boundary_pos is None:
-            self._boundary_pos = self._counter.read() - 1
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """Stop before executing any of these linear addresses (see _sync_exits)."""
+        self._breakpoints = addresses
+        self._sync_exits()
+
+    def _sync_exits(self) -> None:
+        """Breakpoints are Unicorn *exits*: checked in translated code, so free while not hit
+        (code hooks are walked on every instruction: 100 cost 17x). But at the end of each
+        emu_start Unicorn translates every exit, and the byte before it, through the current
+        page tables, and corrupts its exception state if that faults. So Unicorn only ever
+        holds the breakpoints whose pages the current shadow root maps; this is re-synced
+        before each quantum and whenever a hook changes the shadow, and a breakpoint page
+        filled later gets its exit then. A breakpoint whose page is mapped but whose previous
+        page is not (the first byte of a page) gets a ranged code hook instead."""
+        if not self._breakpoints and not self._exits and not self._bp_hooks:
+            return
+        ring3 = self.vcpu.cpl == 3
+
+        def mapped(addr: int) -> bool:
+            entry = self.mmu.shadow_entry(addr & 0xFFFFFFFF, ring3)
+            return entry is not None and bool(entry & 1)
+        live = [bp for bp in self._breakpoints if bp != self._skip_exit and mapped(bp)]
+        wanted = frozenset(bp for bp in live if mapped(bp - 1))
+        # a breakpoint on the first byte of a page whose previous page is not mapped cannot
+        # be an exit: it gets a code hook ranged to its address instead
+        hooked = frozenset(live) - wanted
+        changed = wanted != self._exits or hooked != frozenset(self._bp_hooks)
+        for bp in frozenset(self._bp_hooks) - hooked:
+            self.uc.hook_del(self._bp_hooks.pop(bp))
+        for bp in hooked - frozenset(self._bp_hooks):
+            self._bp_hooks[bp] = self.uc.hook_add(UC_HOOK_CODE, self._on_hooked_breakpoint,
+                                                  None, bp, bp)
+        if wanted != self._exits:
+            self._exits = wanted
+            self.uc.ctl_set_exits(sorted(wanted))
+        if changed:
+            self.uc.ctl_flush_tb()      # exits and hooks only reach code translated after
+
+    def _on_hooked_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if address == self._skip_exit or self._stop is not None:
+            return
+        self._stop = Stop(StopReason.BREAKPOINT, f"breakpoint at {address:#010x}", address,
+                          self.current_icount(), 0)
+        if self._boundary_pos is None:
+            self._boundary_pos = self._counter.read() - 1   # before this instruction
             self.uc.emu_stop()
+
+    @property
+    def armed_breakpoints(self) -> frozenset[int]:
+        """The breakpoints Unicorn holds as exits now (those whose page is mapped)."""
+        return self._exits
+
+    def _step_off_breakpoint(self) -> None:
+        """Resuming from a breakpoint address: run that one instruction without its exit."""
+        eip = self.regs.read(UC_X86_REG_EIP)
+        if eip not in self._breakpoints:
+            return
+        self._skip_exit = eip
+        try:
+            self._boundary()
+            if self._stop is None and self.regs.read(UC_X86_REG_EIP) == eip:
+                self._run_quantum(1)
+        finally:
+            self._skip_exit = None
+            self._sync_exits()
 
     def stop_after_current(self, reason: StopReason, message: str) -> None:
         """From a memory hook: end the run once the instruction in progress completes."""
         self._end(reason, message, 0)
 
-    def resuming_at(self, eip: int) -> bool:
-        """Is the instruction at ``eip`` the first one of this run (a breakpoint there must
-        not fire again when the debugger continues from it)?"""
-        return self._resume == (eip, self.current_icount())
-
     def _run_quantum(self, budget: int) -> int:
         """Run at most ``budget`` instructions; returns how many retired."""
         uc = self.uc
+        self._sync_exits()
         self._quantum_base = self.icount
         self._boundary_pos = None
         self._restarts = 0
@@ -760,4 +823,9 @@ class Machine:
             min(self._counter.read(), budget)
         executed = started - self._restarts
         self.icount += executed
+        if self._stop is None and self._boundary_pos is None and executed < budget:
+            eip = self.regs.read(UC_X86_REG_EIP)
+            if eip in self._exits:
+                self._stop = Stop(StopReason.BREAKPOINT, f"breakpoint at {eip:#010x}", eip,
+                                  self.icount, 0)
         return executed

@@ -1,0 +1,102 @@
+"""Breakpoints (Unicorn exits kept safe under shadow paging), watchpoints and stepping, at the
+Machine API that every front end uses."""
+from __future__ import annotations
+
+from guest_build import build
+
+from dbgvm.core.debug import WatchKind
+from dbgvm.core.events import EventKind
+from dbgvm.core.faults import StopReason
+from dbgvm.core.loader import load
+from dbgvm.core.machine import Machine
+
+
+def machine(name: str):
+    m = Machine()
+    image = load(build(name), m.ram_size)
+    m.load(image)
+    return m, image.symbols
+
+
+def run_to_end(m: Machine):
+    while True:
+        stop = m.run(20_000_000)
+        if stop.reason is not StopReason.BREAKPOINT:
+            return stop
+
+
+def test_breakpoint_hit_through_interrupt_delivery_every_time():
+    m, sym = machine("basics")
+    m.debug.add_breakpoint(sym["timer_handler"])
+    hits = []
+    while (stop := m.run()).reason is StopReason.BREAKPOINT:
+        assert stop.eip == m.registers().eip == sym["timer_handler"]
+        hits.append(stop.icount)
+    assert len(hits) == 3 and stop.exit_status == 33
+    assert hits == sorted(set(hits))
+
+
+def test_breakpoint_on_a_page_mapped_only_later_in_user_mode():
+    m, sym = machine("paging")
+    m.debug.add_breakpoint(sym["user_read"])
+    stop = m.run()
+    assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_read"]
+    assert m.vcpu.cpl == 3
+    assert sym["user_read"] in m.armed_breakpoints
+    assert run_to_end(m).exit_status == 19
+    plain, _ = machine("paging")
+    plain.run()
+    assert bytes(m.console_output) == bytes(plain.console_output)
+
+
+def test_breakpoint_on_the_first_byte_of_a_page_after_an_unmapped_one():
+    # user_entry starts the user page; in the ring-3 shadow the page before it (kernel code)
+    # is not mapped, so this breakpoint cannot be an exit and takes the code-hook path
+    m, sym = machine("paging")
+    assert sym["user_entry"] & 0xFFF == 0
+    m.debug.add_breakpoint(sym["user_entry"])
+    stop = m.run()
+    assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_entry"]
+    assert m.registers().eip == sym["user_entry"] and m.vcpu.cpl == 3
+    assert run_to_end(m).exit_status == 19
+
+
+def test_breakpoints_not_hit_change_nothing_and_are_armed():
+    m, sym = machine("basics")
+    loop_page = sym["wait"] & ~0xFFF
+    # on the page the guest's code runs from (its tail holds the IDT: never executed)
+    spots = [loop_page + 0xE00 + 4 * i for i in range(100)]
+    for spot in spots:
+        m.debug.add_breakpoint(spot)
+    events = []
+    m.events.subscribe({EventKind.IRQ, EventKind.VIF}, events.append)
+    stop = m.run()
+    assert stop.exit_status == 33
+    assert len(m.armed_breakpoints) == 100
+    plain, _ = machine("basics")
+    plain_events = []
+    plain.events.subscribe({EventKind.IRQ, EventKind.VIF}, plain_events.append)
+    plain.run()
+    assert [e.to_json() for e in events] == [e.to_json() for e in plain_events]
+
+
+def test_removed_breakpoint_no_longer_stops():
+    m, sym = machine("basics")
+    m.debug.add_breakpoint(sym["timer_handler"])
+    assert m.run().reason is StopReason.BREAKPOINT
+    assert m.debug.remove_breakpoint(sym["timer_handler"])
+    assert m.run().reason is StopReason.DEBUG_EXIT
+
+
+def test_step_from_a_breakpoint_executes_it_and_watchpoint_reports_after_access():
+    m, sym = machine("basics")
+    m.debug.add_breakpoint(sym["timer_handler"])
+    m.debug.add_watchpoint(sym["ticks"], 4, WatchKind.WRITE)
+    assert m.run().reason is StopReason.BREAKPOINT
+    stop = m.step()                                  # push %eax
+    assert stop.reason is StopReason.STEP and stop.eip == sym["timer_handler"] + 1
+    stop = m.run()                                   # incl ticks
+    assert stop.reason is StopReason.WATCHPOINT
+    assert stop.eip == sym["timer_handler"] + 7      # after the access completed
+    assert m.debug.last_watch.vaddr == sym["ticks"]
+    assert m.read_physical(sym["ticks"], 4) == b"\x01\x00\x00\x00"
