@@ -100,3 +100,24 @@ def test_step_from_a_breakpoint_executes_it_and_watchpoint_reports_after_access(
     assert stop.eip == sym["timer_handler"] + 7      # after the access completed
     assert m.debug.last_watch.vaddr == sym["ticks"]
     assert m.read_physical(sym["ticks"], 4) == b"\x01\x00\x00\x00"
+
+
+def test_writing_cs_and_ss_as_the_guest_sees_them():
+    import pytest
+
+    from dbgvm.core.guest_registers import RegisterError, read_register, write_register
+    m, sym = machine("basics")
+    m.debug.add_breakpoint(sym["de_insn"])
+    m.run()
+    assert (read_register(m, "cs"), read_register(m, "ss")) == (0x08, 0x10)
+    write_register(m, "ss", 0x38)                  # another flat DPL-0 data segment
+    assert read_register(m, "ss") == 0x38
+    for name, value in (("ss", 0x20),              # DPL 3 data: not a ring-0 stack
+                        ("ss", 0x3B),              # RPL 3: would change the privilege level
+                        ("cs", 0x10),              # data, not code
+                        ("cs", 0x99)):             # beyond the GDT
+        with pytest.raises(RegisterError):
+            write_register(m, name, value)
+    assert (read_register(m, "cs"), read_register(m, "ss")) == (0x08, 0x38)
+    m.debug.remove_breakpoint(sym["de_insn"])
+    assert m.run().exit_status == 33

@@ -67,6 +67,22 @@ READERS: dict[str, Callable[["Machine"], int]] = {
 }
 
 
+def _write_cs_ss(m: "Machine", name: str, selector: int) -> None:
+    """Load another code/stack segment at the same virtual privilege level."""
+    if selector == read_register(m, name):
+        return
+    if selector & 3 != m.vcpu.cpl:
+        raise RegisterError(f"{name}={selector:#x} would change the privilege level "
+                            f"(virtual CPL {m.vcpu.cpl}): not supported")
+    desc = m.tables.descriptor(selector)
+    ok = desc is not None and desc.present and not m.tables.refusal(selector) and (
+        desc.is_code if name == "cs" else desc.writable and desc.dpl == m.vcpu.cpl)
+    if not ok:
+        raise RegisterError(f"{name}={selector:#x} is not a usable "
+                            f"{'code' if name == 'cs' else 'stack'} segment")
+    m.regs.write(X.UC_X86_REG_CS if name == "cs" else X.UC_X86_REG_SS, selector | 3)
+
+
 def read_register(m: "Machine", name: str) -> int:
     try:
         return READERS[name](m)
@@ -84,8 +100,7 @@ def write_register(m: "Machine", name: str, value: int) -> None:
             m.set_vif(bool(value & EFLAGS_IF), "debugger")
             m.regs.write(X.UC_X86_REG_EFLAGS, (value & ~(EFLAGS_IF | EFLAGS_IOPL)) | EFLAGS_FIXED)
         elif name in ("cs", "ss"):
-            if (value & 0xFFFF) != read_register(m, name):
-                raise RegisterError(f"{name} can only be changed by the guest (far jump, IRET)")
+            _write_cs_ss(m, name, value & 0xFFFF)
         elif name in _DATA_SEGS:
             m.regs.write(_DATA_SEGS[name], value & 0xFFFF)
         elif name in _ST:
