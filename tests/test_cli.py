@@ -15,7 +15,7 @@ def dbgvm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def test_console_script_and_module_agree():
+def test_console_script_is_installed():
     proc = subprocess.run(["dbgvm", "run", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--max-insns" in proc.stdout
 

@@ -42,7 +42,6 @@ class DebugError(ValueError):
 class Debugger:
     def __init__(self, machine: "Machine") -> None:
         self._m = machine
-        self._breakpoints: set[int] = set()
         self._watchpoints: dict[tuple[int, int, WatchKind], list[int]] = {}
         self.last_watch: WatchHit | None = None
 
@@ -78,17 +77,15 @@ class Debugger:
     # -- breakpoints ----------------------------------------------------------------------
     @property
     def breakpoints(self) -> list[int]:
-        return sorted(self._breakpoints)
+        return sorted(self._m.breakpoints)
 
     def add_breakpoint(self, addr: int) -> None:
-        self._breakpoints.add(addr & 0xFFFFFFFF)
-        self._m.set_breakpoints(frozenset(self._breakpoints))
+        self._m.set_breakpoints(self._m.breakpoints | {addr & 0xFFFFFFFF})
 
     def remove_breakpoint(self, addr: int) -> bool:
-        if addr not in self._breakpoints:
+        if addr not in self._m.breakpoints:
             return False
-        self._breakpoints.discard(addr)
-        self._m.set_breakpoints(frozenset(self._breakpoints))
+        self._m.set_breakpoints(self._m.breakpoints - {addr})
         return True
 
     # -- watchpoints ----------------------------------------------------------------------

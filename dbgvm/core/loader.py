@@ -6,6 +6,7 @@ message is one line naming the file and the problem.
 """
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,6 @@ def _read_elf(path: Path, ram_size: int) -> tuple[list[Chunk], int, dict[str, in
     if raw[4] != 1:
         raise LoadError(f"{path}: not a 32-bit ELF (ELF class {raw[4]})")
     try:
-        import io
         elf = ELFFile(io.BytesIO(raw))
         if elf["e_machine"] != "EM_386":
             raise LoadError(f"{path}: not an i386 ELF (machine {elf['e_machine']})")

@@ -12,7 +12,7 @@ import mmap
 import struct
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_CODE,
@@ -22,11 +22,9 @@ from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_COD
                      UC_MODE_32, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
                                UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS,
-                               UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX,
-                               UC_X86_REG_ECX, UC_X86_REG_EDI, UC_X86_REG_EDX,
-                               UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESI,
-                               UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR, UC_X86_REG_GS,
-                               UC_X86_REG_SS)
+                               UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_EIP,
+                               UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
+                               UC_X86_REG_GS, UC_X86_REG_SS)
 
 from . import privileged
 from .clock import VirtualClock
@@ -38,6 +36,7 @@ from .events import Event, EventBus, EventKind
 from .fast_regs import FastRegisters
 from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, StopReason, Vector
 from .guest_paging import PageFault
+from .guest_registers import read_register, write_register
 from .inputs import InputQueue
 from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
@@ -64,14 +63,7 @@ MONITOR_CS, MONITOR_SS = 0x20, 0x28       # ring-0 selectors used once, by the t
 BOOT_ESP = 0x7C00
 MAX_RAM_MB = 3072
 
-_GPRS = (UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EBX, UC_X86_REG_ESP,
-         UC_X86_REG_EBP, UC_X86_REG_ESI, UC_X86_REG_EDI)
 _DATA_SEGS = (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS)
-_REGISTER_IDS = {"eax": UC_X86_REG_EAX, "ecx": UC_X86_REG_ECX, "edx": UC_X86_REG_EDX,
-                 "ebx": UC_X86_REG_EBX, "esp": UC_X86_REG_ESP, "ebp": UC_X86_REG_EBP,
-                 "esi": UC_X86_REG_ESI, "edi": UC_X86_REG_EDI, "eip": UC_X86_REG_EIP}
-
-
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
 
 
@@ -440,22 +432,13 @@ class Machine:
 
     # -- registers ---------------------------------------------------------------------------
     def registers(self) -> GuestRegisters:
-        vcpu = self.vcpu
-        gprs = [self.regs.read(r) for r in _GPRS]
-        return GuestRegisters(*gprs, eip=self.regs.read(UC_X86_REG_EIP),
-                              eflags=vcpu.guest_eflags(self.regs.read(UC_X86_REG_EFLAGS)),
-                              cs=(self.regs.read(UC_X86_REG_CS) & ~3) | vcpu.cpl,
-                              ss=(self.regs.read(UC_X86_REG_SS) & ~3) | vcpu.cpl,
-                              ds=self.regs.read(UC_X86_REG_DS), es=self.regs.read(UC_X86_REG_ES),
-                              fs=self.regs.read(UC_X86_REG_FS), gs=self.regs.read(UC_X86_REG_GS),
-                              cr0=vcpu.cr0, cr2=vcpu.cr2, cr3=vcpu.cr3, cr4=vcpu.cr4,
-                              cpl=vcpu.cpl, vif=vcpu.vif)
+        """A snapshot of the guest's register file, as the guest sees it."""
+        values = {f.name: read_register(self, f.name) for f in fields(GuestRegisters)}
+        return GuestRegisters(**{**values, "vif": bool(values["vif"])})
 
     def write_register(self, name: str, value: int) -> None:
-        """Set a general register or EIP (segment and control registers: not yet)."""
-        if name not in _REGISTER_IDS:
-            raise ValueError(f"register {name!r} cannot be written")
-        self.regs.write(_REGISTER_IDS[name], value & 0xFFFFFFFF)
+        """Set any register by name, as the guest sees it (RegisterError when impossible)."""
+        write_register(self, name, value)
 
     # -- decoding ----------------------------------------------------------------------------
     def decode(self, eip: int) -> CsInsn:
@@ -777,6 +760,10 @@ class Machine:
         if self._boundary_pos is None:
             self._boundary_pos = self._counter.read() - 1   # before this instruction
             self.uc.emu_stop()
+
+    @property
+    def breakpoints(self) -> frozenset[int]:
+        return self._breakpoints
 
     @property
     def armed_breakpoints(self) -> frozenset[int]:

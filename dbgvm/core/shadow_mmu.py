@@ -116,6 +116,7 @@ class ShadowMmu:
         self._spaces: OrderedDict[int, AddressSpace] = OrderedDict()
         self._descriptor_frames: frozenset[int] = frozenset()
         self._writable: dict[int, set[int]] = {}   # guest frame -> shadow PTEs mapping it RW
+        self._protected: frozenset[int] = frozenset()
         self.space = self._space(IDENTITY)
 
     # -- raw access ---------------------------------------------------------------------
@@ -227,13 +228,13 @@ class ShadowMmu:
         self._emit("invlpg", eip, vaddr=vaddr)
 
     # -- write protection -----------------------------------------------------------------
-    def protected(self) -> set[int]:
+    def _protected_frames(self) -> frozenset[int]:
         frames = set(self._descriptor_frames)
         for space in self._spaces.values():
             if space.key != IDENTITY:
                 frames.add(space.key)
             frames.update(space.sources)
-        return frames
+        return frozenset(frames)
 
     def protect_descriptor_frames(self, frames: frozenset[int]) -> None:
         """Keep these guest frames (the guest's GDT/LDT pages) read-only in every shadow."""
@@ -244,9 +245,11 @@ class ShadowMmu:
         return frame in self._descriptor_frames
 
     def _refresh_protection(self) -> None:
-        """Downgrade shadow entries that map a now-protected frame writable."""
+        """Recompute the protected frames (every change of spaces, sources or descriptor
+        frames ends here) and downgrade shadow entries that map one of them writable."""
+        self._protected = self._protected_frames()
         changed = False
-        for frame in self.protected() & self._writable.keys():
+        for frame in self._protected & self._writable.keys():
             for pte_addr in self._writable.pop(frame):
                 entry = self._get(pte_addr)
                 if entry & P and entry & W and entry & FRAME == frame:
@@ -346,7 +349,7 @@ class ShadowMmu:
                 self.space.sources[source] = set()
                 self._refresh_protection()
             self.space.sources[source].add((view, index))
-        writable = dirty and t.writable(ring3, self.wp) and frame not in self.protected()
+        writable = dirty and t.writable(ring3, self.wp) and frame not in self._protected
         pte_addr = table + 4 * ((vaddr >> 12) & 0x3FF)
         self._put(pte_addr, frame | P | U | (W if writable else 0))
         if writable:

@@ -169,8 +169,6 @@ class Session:
             if b"x" in chunk:
                 continue
             value = int.from_bytes(_unhex(chunk), "little")
-            if reg.name in ("cs", "ss") and value == read_register(self.m, reg.name):
-                continue
             try:
                 if value != read_register(self.m, reg.name):
                     write_register(self.m, reg.name, value)
