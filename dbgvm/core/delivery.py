@@ -15,6 +15,7 @@ from unicorn.x86_const import (UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EFLAGS, 
 
 from .descriptors import Descriptor, SystemType
 from .faults import GuestFault, GuestStop, StopReason, Vector
+from .guest_registers import read_register
 from .vcpu import (EFLAGS_FIXED, EFLAGS_IF, EFLAGS_IOPL, EFLAGS_NT, EFLAGS_RESTORABLE, EFLAGS_RF,
                    EFLAGS_TF, EFLAGS_VM)
 
@@ -82,8 +83,8 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
 
     regs = m.regs
     real_flags = regs.read(UC_X86_REG_EFLAGS)
-    old_cs = (regs.read(UC_X86_REG_CS) & ~3) | vcpu.cpl
-    old_ss = (regs.read(UC_X86_REG_SS) & ~3) | vcpu.cpl
+    old_cs = read_register(m, "cs")       # the guest's view: virtual RPL
+    old_ss = read_register(m, "ss")
     old_esp = regs.read(UC_X86_REG_ESP)
     frame = [vcpu.guest_eflags(real_flags), old_cs, return_eip]
     if new_cpl < vcpu.cpl:
