@@ -50,6 +50,8 @@ class StopReason(str, enum.Enum):
     STEP = "step"
     CATCH = "catch"
     REQUESTED = "requested"
+    POWEROFF = "poweroff"
+    TIME_SLICE = "time-slice"
 
 
 class GuestStop(Exception):

@@ -22,8 +22,8 @@ from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_COD
                      UC_MODE_32, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
                                UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS,
-                               UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_EIP,
-                               UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
+                               UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
+                               UC_X86_REG_EDX, UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
                                UC_X86_REG_GS, UC_X86_REG_SS)
 
 from . import privileged
@@ -37,6 +37,8 @@ from .fast_regs import FastRegisters
 from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, StopReason, Vector
 from .guest_paging import PageFault
 from .guest_registers import read_register, write_register
+from .hypercalls import (HYPERCALL_MNEMONIC, HYPERCALL_SIZE, HypercallArgs, HypercallBus,
+                         HypercallResult)
 from .inputs import InputQueue
 from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
@@ -106,6 +108,10 @@ class Machine:
         self.console_output = bytearray()
         self._console = console or self.console_output.extend
         self.ports = PortBus()
+        self.hypercalls = HypercallBus()
+        # Called while the guest idles in HLT with an interrupt possible (see _idle).
+        self.idle_wait: Callable[[int | None], bool] | None = None
+        self._until_time: int | None = None
         self.pic = Pic()
         self.pit = Pit(self.clock.now, self.pic.raise_irq)
         self.ports.register(MASTER_PORTS, self.pic)
@@ -211,6 +217,20 @@ class Machine:
         if self.events.wants(kind):
             self.events.publish(Event(self.current_icount(), kind, eip, fields))
 
+    def emit(self, kind: EventKind, **fields: object) -> None:
+        """Publish an event from a device, at the instruction being handled."""
+        self._emit(kind, self.trap_eip, **fields)
+
+    def power_off(self, status: int, message: str) -> None:
+        """A device ends the run on the guest's behalf (the HAL's system POWEROFF)."""
+        self._end(StopReason.POWEROFF, message, status)
+
+    def raise_irq(self, line: int) -> None:
+        """A device raises an interrupt line of the virtual 8259 pair."""
+        self.pic.raise_irq(line)
+        if self.vcpu.vif and self.pic.pending():
+            self._request_boundary()
+
     def set_vif(self, value: bool, cause: str) -> None:
         if self.vcpu.vif == value:
             return
@@ -295,9 +315,7 @@ class Machine:
 
     def write_linear(self, linear: int, data: bytes) -> None:
         for addr, offset, chunk in self._pieces(linear, len(data)):
-            paddr = self._physical(addr, chunk, True)
-            self.ram[paddr:paddr + chunk] = data[offset:offset + chunk]
-            self.uc.ctl_remove_cache(paddr, paddr + chunk)
+            self.write_physical(self._physical(addr, chunk, True), data[offset:offset + chunk])
 
     def read_physical(self, paddr: int, size: int) -> bytes:
         if paddr < 0 or paddr + size > self.ram_size:
@@ -305,10 +323,26 @@ class Machine:
         return bytes(self.ram[paddr:paddr + size])
 
     def write_physical(self, paddr: int, data: bytes) -> None:
+        """A write from outside the guest's instruction stream (debugger, device DMA). It
+        keeps the machine coherent as a guest store would: translated code on those bytes is
+        dropped, and shadow entries built from a guest page table or descriptor page written
+        here are zapped (the descriptor tables re-validated)."""
         if paddr < 0 or paddr + len(data) > self.ram_size:
             raise ValueError(f"physical range {paddr:#x}+{len(data)} is outside guest RAM")
+        if not data:
+            return
         self.ram[paddr:paddr + len(data)] = data
-        self.uc.ctl_remove_cache(paddr, paddr + len(data))
+        if self.vcpu.cr0 & CR0_PG:
+            # Unicorn translates the range it invalidates as *linear* addresses through the
+            # current page tables: only under the identity shadow is that the physical range.
+            self.uc.ctl_flush_tb()
+        else:
+            self.uc.ctl_remove_cache(paddr, paddr + len(data))
+        touched = self.mmu.host_wrote(paddr, len(data), self.trap_eip)
+        if touched:
+            self._sync_exits()
+            if any(self.mmu.is_descriptor_frame(frame) for frame in touched):
+                self.tables.rescan(self.trap_eip, (GuestFault, GuestStop))
 
     # -- control registers ------------------------------------------------------------------
     def read_cr(self, index: int) -> int:
@@ -565,6 +599,8 @@ class Machine:
         eip = self.regs.read(UC_X86_REG_EIP)
         self.trap_eip = eip
         try:
+            if self._hypercall(eip):
+                return True
             self._emit(EventKind.TRAP, eip, vector=int(Vector.UD), insn=self.describe_insn(eip),
                        action="reflect")
             self._deliver_guarded(Vector.UD, eip)
@@ -575,6 +611,28 @@ class Machine:
         finally:
             self._latch.rearm()
             self._in_exception_hook = False
+        return True
+
+    def _hypercall(self, eip: int) -> bool:
+        """A ``vmcall`` at virtual CPL 0 with a handler registered: perform it and step over
+        it. Anything else (no handler, CPL 3, another undefined opcode) is the guest's #UD."""
+        handler = self.hypercalls.handler
+        if handler is None or self.vcpu.cpl != 0:
+            return False
+        try:
+            if self.decode(eip).mnemonic != HYPERCALL_MNEMONIC:
+                return False
+        except (GuestFault, GuestStop):
+            return False
+        read = self.regs.read
+        result: HypercallResult = handler(HypercallArgs(
+            read(UC_X86_REG_EAX), read(UC_X86_REG_EBX), read(UC_X86_REG_ECX),
+            read(UC_X86_REG_EDX)))
+        for reg, value in ((UC_X86_REG_EAX, result.eax), (UC_X86_REG_EBX, result.ebx),
+                           (UC_X86_REG_ECX, result.ecx), (UC_X86_REG_EDX, result.edx)):
+            if value is not None:
+                self.regs.write(reg, value & 0xFFFFFFFF)
+        self.regs.write(UC_X86_REG_EIP, eip + HYPERCALL_SIZE)
         return True
 
     def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
@@ -635,14 +693,8 @@ class Machine:
                 self._end(StopReason.HALTED, f"HLT with the virtual IF clear at eip {eip - 1:#010x}"
                           ": nothing can wake the CPU", 0, eip)
                 return
-            while not self.pic.pending():
-                deadline = self.clock.next_deadline()
-                if deadline is None or self.pic.masked(PIT_IRQ):
-                    self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no timer "
-                              "interrupt that can arrive and none pending", 0, eip)
-                    return
-                self.clock.idle_until(deadline)
-                self.clock.expire()
+            if not self._idle(eip):
+                return
             self._halted = False
         if self.icount < self._shadow_until or not self.vcpu.vif or not self.pic.pending() \
                 or self._stepping:
@@ -659,11 +711,48 @@ class Machine:
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, eip)
 
+    def _idle(self, eip: int) -> bool:
+        """HLT with the virtual IF set: let virtual time pass until an interrupt is pending
+        (True), or end the run (False). Time jumps from timer deadline to timer deadline;
+        ``idle_wait`` (set by a front end with outside inputs) is called first with the
+        instruction periods to the next deadline (None: no timer can fire) and may wait in
+        real time or post inputs; it returns False when no outside input can ever come.
+        A run with ``until_time`` idles no further than that and ends with TIME_SLICE."""
+        while not self.pic.pending():
+            if self.inputs.pending():
+                self.inputs.apply(self.icount)
+                continue
+            deadline = None if self.pic.masked(PIT_IRQ) else self.clock.next_deadline()
+            until = self._until_time
+            if until is not None and (deadline is None or deadline > until):
+                self.clock.idle_until(until)
+                self._end(StopReason.TIME_SLICE, "idle to the end of the time slice", 0, eip)
+                return False
+            if self.idle_wait is not None:
+                wait = None if deadline is None else deadline - self.clock.now()
+                if not self.idle_wait(wait) and deadline is None:
+                    self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no interrupt "
+                              "that can arrive and none pending", 0, eip)
+                    return False
+                if self.inputs.pending():
+                    continue
+            if deadline is None:
+                self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no timer "
+                          "interrupt that can arrive and none pending", 0, eip)
+                return False
+            self.clock.idle_until(deadline)
+            self.clock.expire()
+        return True
+
     def run(self, max_insns: int | None = None, *,
-            interrupted: Callable[[], bool] | None = None) -> Stop:
+            interrupted: Callable[[], bool] | None = None,
+            until_time: int | None = None) -> Stop:
         """Run until the guest ends, something stops it, or ``max_insns`` more instructions.
-        ``interrupted`` is polled between quanta (a debugger's Ctrl-C)."""
+        ``interrupted`` is polled between quanta (a debugger's Ctrl-C). With ``until_time``
+        (virtual time, see clock.py) the run also ends, with TIME_SLICE, when the virtual
+        clock reaches it: how several VMs are run side by side in lockstep."""
         limit = None if max_insns is None else self.icount + max_insns
+        self._until_time = until_time
         self._stop = None
         self._step_off_breakpoint()
         while True:
@@ -680,6 +769,11 @@ class Machine:
             deadline = self.clock.next_deadline()
             if deadline is not None:
                 budget = min(budget, max(1, deadline - self.clock.now()))
+            if until_time is not None:
+                if self.clock.now() >= until_time:
+                    self._end(StopReason.TIME_SLICE, "end of the time slice", 0)
+                    break
+                budget = min(budget, until_time - self.clock.now())
             if limit is not None:
                 if self.icount >= limit:
                     self._end(StopReason.MAX_INSNS, f"instruction limit reached "
@@ -698,7 +792,8 @@ class Machine:
             # stopped after the accessing instruction completed: report where the CPU is now
             stop = self._stop = replace(stop, eip=self.regs.read(UC_X86_REG_EIP),
                                         icount=self.icount)
-        self._emit(EventKind.STOP, stop.eip, reason=stop.reason.value, message=stop.message)
+        if stop.reason is not StopReason.TIME_SLICE:   # a scheduler's pause, not an end
+            self._emit(EventKind.STOP, stop.eip, reason=stop.reason.value, message=stop.message)
         return stop
 
     def step(self) -> Stop:

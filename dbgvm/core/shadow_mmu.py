@@ -265,7 +265,18 @@ class ShadowMmu:
     def after_protected_write(self, vaddr: int, paddr: int, ring3: bool, eip: int) -> None:
         """The guest wrote a protected page: drop every shadow entry built from it."""
         self._set_writable(vaddr, ring3, False)
-        frame = paddr & FRAME
+        self._zap_frame(paddr & FRAME, vaddr, eip)
+
+    def host_wrote(self, paddr: int, length: int, eip: int) -> list[int]:
+        """The host (a debugger, a device's DMA) wrote guest RAM behind the shadow's back:
+        zap what was built from the protected frames in the range; returns those frames."""
+        touched = [frame for frame in range(paddr & FRAME, paddr + length, 4096)
+                   if frame in self._protected]
+        for frame in touched:
+            self._zap_frame(frame, frame, eip)
+        return touched
+
+    def _zap_frame(self, frame: int, vaddr: int, eip: int) -> None:
         for space in list(self._spaces.values()):
             if space.key == frame:
                 self._clear_tables(space)
