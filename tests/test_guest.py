@@ -216,6 +216,25 @@ def test_qemu_a_module_that_is_no_archive_gives_the_built_in_files(qemu, tmp_pat
 
 # ---------------------------------------------------------------------------- dbgvm end to end
 
+DEVICE_FREE_SCRIPT = "help;echo a  b;ls;cat motd;cat README;bogus;echo done"
+
+
+def shell_part(console: str) -> str:
+    return console[console.index(PROMPT):]
+
+
+def test_dbgvm_runs_the_shell_as_qemu_does(qemu):
+    """The same kernel, the same script: the shell's output is identical under dbgvm (with or
+    without the host HAL) and under QEMU (no HAL)."""
+    qemu_console, _ = qemu_shell(qemu, DEVICE_FREE_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "dbgvm", "run", str(bundled_kernel()), "--batch",
+                           "--append", f"script={DEVICE_FREE_SCRIPT}"], capture_output=True,
+                          timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
+    console = proc.stdout.decode("latin-1")
+    assert proc.returncode in (0, 1), proc.stderr     # POWEROFF 0: HAL, or port 0xF4
+    assert shell_part(console) == shell_part(qemu_console)
+    assert command_output(console, "echo done") == ["done"]
+
 def _cli_help() -> str:
     proc = subprocess.run([sys.executable, "-m", "dbgvm", "run", "--help"], capture_output=True,
                           text=True, cwd=ROOT)
