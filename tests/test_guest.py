@@ -378,3 +378,128 @@ def _pcap_frames(data: bytes) -> list[bytes]:
         frames.append(data[off + 16:off + 16 + incl])
         off += 16 + incl
     return frames
+
+
+# ---------------------------------------------------------------------------- against a spec HAL
+# A minimal host written from docs/hal.md alone (PROBE, SUBMIT, POST_RX, IRQ 5), registered on
+# the core's hypercall bus: it checks the guest's drivers independently of dbgvm/hal.
+
+class SpecHal:
+    MAC = bytes.fromhex("525400123401")
+    IP = bytes([10, 0, 2, 15])
+
+    def __init__(self, disk: bytearray | None = None) -> None:
+        from dbgvm.core.loader import load
+        from dbgvm.core.machine import Machine
+        self.machine = Machine(ram_mb=64)
+        self.machine.load(load(bundled_kernel(), self.machine.ram_size))
+        self.machine.hypercalls.register(self.call)
+        self.out = bytearray()
+        self.posted: dict[int, list[int]] = {1: [], 3: []}
+        self.seq = {1: 0, 3: 0}
+        self.disk, self.sent, self.status = disk, [], None
+
+    def call(self, args):
+        from dbgvm.core.hypercalls import HypercallResult
+        m = self.machine
+        if args.eax == 0:
+            return HypercallResult(0, 0x4C414844, 1, 5)
+        addr = args.ebx
+        channel, op, length, _, _ = struct.unpack("<HHIIi", m.read_physical(addr, 16))
+        if args.eax == 2:
+            self.posted[channel].append(addr)
+            m.write_physical(addr + 12, struct.pack("<i", 1))
+            return HypercallResult(0)
+        payload = m.read_physical(addr + 16, length)
+        status = 0
+        if channel == 0:
+            self.status = struct.unpack("<I", payload[:4])[0]
+            m.power_off(self.status, "poweroff")
+        elif channel == 1:
+            self.out += payload
+        elif channel == 2 and self.disk is None:
+            status = -3
+        elif channel == 2 and op == 1:
+            m.write_physical(addr + 16, struct.pack("<III", len(self.disk) // 512, 512, 1))
+        elif channel == 2 and op in (2, 3):
+            sector, count = struct.unpack("<II", payload[:8])
+            if op == 2:
+                m.write_physical(addr + 24, bytes(self.disk[sector * 512:(sector + count) * 512]))
+            else:
+                self.disk[sector * 512:(sector + count) * 512] = payload[8:8 + count * 512]
+        elif channel == 3 and op == 1:
+            m.write_physical(addr + 16, self.MAC + b"\0\0" + self.IP + bytes([255, 255, 255, 0]))
+        elif channel == 3 and op == 2:
+            self.sent.append(bytes(payload))
+        m.write_physical(addr + 12, struct.pack("<i", status))
+        return HypercallResult(status)
+
+    def deliver(self, channel: int, op: int, data: bytes) -> None:
+        addr = self.posted[channel].pop(0)
+        self.seq[channel] += 1
+        self.machine.write_physical(addr + 16, data)
+        self.machine.write_physical(addr, struct.pack("<HHIIi", channel, op, len(data),
+                                                      self.seq[channel], 0))
+        self.machine.raise_irq(5)
+
+    def run_until_prompt(self) -> str:
+        start = len(self.out)
+        for _ in range(200):
+            stop = self.machine.run(100_000)
+            if stop.reason.value != "max-insns" or self.out.endswith(PROMPT.encode()):
+                break
+        return self.out[start:].decode("latin-1")
+
+
+def _checksum(data: bytes) -> int:
+    data += bytes(len(data) % 2)
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def test_spec_hal_console_disk_and_poweroff():
+    disk = bytearray(b"sector zero".ljust(512, b"\0") + bytes(512 * 3))
+    hal = SpecHal(disk)
+    boot = hal.run_until_prompt()
+    assert boot.splitlines()[:3] == ["dbgvm guest: HAL ABI 1, irq 5, 65408 KiB RAM",
+                                     "disk: 4 sectors, writable",
+                                     "net: 52:54:00:12:34:01 10.0.2.15/24"]
+    hal.deliver(1, 2, b"echo  split ")              # a line in two INPUT packets
+    hal.machine.run(50_000)
+    hal.deliver(1, 2, b"line\r\ndisk write 3 abc\n")
+    assert hal.run_until_prompt() == ("split line\n" + PROMPT
+                                      + "disk: wrote 3 bytes to sector 3\n" + PROMPT)
+    assert disk[1536:1540] == b"abc\0"
+    hal.deliver(1, 2, b"disk read 0\n")
+    rows = hal.run_until_prompt().splitlines()
+    assert rows[0] == "0000  73 65 63 74 6f 72 20 7a  65 72 6f 00 00 00 00 00  |sector zero.....|"
+    hal.deliver(1, 3, b"")                          # EOF at the prompt: POWEROFF 0
+    assert hal.run_until_prompt() == "\n"
+    assert hal.status == 0
+
+
+def test_spec_hal_answers_arp_and_echo_requests():
+    hal = SpecHal()
+    hal.run_until_prompt()
+    peer, peer_ip = bytes.fromhex("525400123409"), bytes([10, 0, 2, 30])
+    arp = (b"\xff" * 6 + peer + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01" + peer
+           + peer_ip + bytes(6) + SpecHal.IP)
+    hal.deliver(3, 3, arp)
+    hal.machine.run(50_000)
+    reply = hal.sent[-1]
+    assert reply[:14] == peer + SpecHal.MAC + b"\x08\x06"
+    assert reply[14:42] == (b"\x00\x01\x08\x00\x06\x04\x00\x02" + SpecHal.MAC + SpecHal.IP
+                            + peer + peer_ip)
+    ip = bytearray(b"\x45\x00\x00\x24\x00\x01\x00\x00\x40\x01\x00\x00" + peer_ip + SpecHal.IP)
+    ip[10:12] = struct.pack(">H", _checksum(bytes(ip)))
+    icmp = bytearray(b"\x08\x00\x00\x00\x12\x34\x00\x07abcdefgh")
+    icmp[2:4] = struct.pack(">H", _checksum(bytes(icmp)))
+    hal.deliver(3, 3, SpecHal.MAC + peer + b"\x08\x00" + bytes(ip) + bytes(icmp))
+    hal.machine.run(50_000)
+    echo = hal.sent[-1]
+    assert echo[:14] == peer + SpecHal.MAC + b"\x08\x00"
+    assert echo[26:30] == SpecHal.IP and echo[30:34] == peer_ip and _checksum(echo[14:34]) == 0
+    assert echo[34:50] == b"\x00\x00" + echo[36:38] + b"\x12\x34\x00\x07abcdefgh"
+    assert _checksum(echo[34:50]) == 0
