@@ -332,12 +332,11 @@ class Machine:
         if not data:
             return
         self.ram[paddr:paddr + len(data)] = data
-        if self.vcpu.cr0 & CR0_PG:
-            # Unicorn translates the range it invalidates as *linear* addresses through the
-            # current page tables: only under the identity shadow is that the physical range.
-            self.uc.ctl_flush_tb()
-        else:
-            self.uc.ctl_remove_cache(paddr, paddr + len(data))
+        offset = paddr & 0xFFF
+        with self.mmu.alias(paddr - offset, self.vcpu.cpl == 3) as linear:
+            # RAM is one block at guest-physical 0, so the range stays contiguous after
+            # Unicorn translates its start
+            self.uc.ctl_remove_cache(linear + offset, linear + offset + len(data))
         touched = self.mmu.host_wrote(paddr, len(data), self.trap_eip)
         if touched:
             self._sync_exits()
@@ -729,12 +728,8 @@ class Machine:
                 self._end(StopReason.TIME_SLICE, "idle to the end of the time slice", 0, eip)
                 return False
             if self.idle_wait is not None:
-                wait = None if deadline is None else deadline - self.clock.now()
-                if not self.idle_wait(wait) and deadline is None:
-                    self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no interrupt "
-                              "that can arrive and none pending", 0, eip)
-                    return False
-                if self.inputs.pending():
+                more = self.idle_wait(None if deadline is None else deadline - self.clock.now())
+                if self.inputs.pending() or (deadline is None and more):
                     continue
             if deadline is None:
                 self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no timer "

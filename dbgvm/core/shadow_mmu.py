@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .descriptors import MONITOR_HOLE
@@ -36,6 +37,7 @@ from .guest_paging import FRAME, P, U, W, PageFault, Translation, ad_updates, wa
 
 PAGE = 4096
 HOLE_PDE = MONITOR_HOLE >> 22
+ALIAS_LINEAR = 0xFFFFF000   # the hole's last page, borrowed by ShadowMmu.alias
 MAX_SPACES = 8
 IDENTITY = -1            # the address-space key while guest paging is off
 
@@ -118,6 +120,25 @@ class ShadowMmu:
         self._writable: dict[int, set[int]] = {}   # guest frame -> shadow PTEs mapping it RW
         self._protected: frozenset[int] = frozenset()
         self.space = self._space(IDENTITY)
+
+    @contextmanager
+    def alias(self, frame: int, ring3: bool) -> Iterator[int]:
+        """Map guest ``frame`` user-readable at ALIAS_LINEAR in the current root for the
+        duration of a Unicorn call that takes a *linear* address for what is physical memory
+        (ctl_remove_cache translates its start through the CPU's page tables at CPL 3, and an
+        unmapped address corrupts Unicorn's exception state). Nothing guest runs meanwhile."""
+        pd_entry = self.root(ring3).pd_addr + 4 * HOLE_PDE
+        pte = self._hole_pt + 4 * ((ALIAS_LINEAR >> 12) & 0x3FF)
+        saved_pde, saved_pte = self._get(pd_entry), self._get(pte)
+        self._put(pd_entry, saved_pde | U)
+        self._put(pte, frame | P | U)
+        self._flush_tlb()
+        try:
+            yield ALIAS_LINEAR
+        finally:
+            self._put(pte, saved_pte)
+            self._put(pd_entry, saved_pde)
+            self._flush_tlb()
 
     # -- raw access ---------------------------------------------------------------------
     def _put(self, addr: int, value: int) -> None:
