@@ -159,7 +159,7 @@ def test_guest_exit_is_reported_as_process_exit(session):
 def test_monitor_commands_through_gdb(session):
     gdb, _, sym = session
     assert "catch vif" in gdb.console("monitor help")
-    assert "event breakpoint 0" in gdb.console("monitor catch vif")
+    assert "event breakpoint 1" in gdb.console("monitor catch vif")
     stop = gdb.run("-exec-continue")
     assert stop.get("signal-name") == "SIGTRAP"
     # stopped right after the STI that set the virtual IF

@@ -1,0 +1,120 @@
+"""What the prompt knows about the language: Tab completion and highlighting.
+
+Completion offers what the grammar accepts at the cursor: command words first, then the
+arguments of the command (event kinds, catch kinds, pt ops, on/off, ...), $registers after a
+``$``, and the kernel's symbols wherever an expression may go. Highlighting marks the command
+word (red when unknown), numbers, registers and known symbols.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.lexers import Lexer
+from prompt_toolkit.styles import Style
+
+from ..core.events import EventKind
+from .parser import HAL_CHANNELS, PT_OPS, REGISTER_NAMES
+from .syntax import COMMAND_WORDS, CatchKind
+
+if TYPE_CHECKING:
+    from .commands import Monitor
+
+KINDS = tuple(k.value for k in EventKind)
+# command -> the words its argument positions offer (None: an expression)
+ARGUMENTS: dict[str, list[tuple[str, ...] | None]] = {
+    "catch": [tuple(k.value for k in CatchKind)],
+    "trace": [("on", "off"), KINDS + ("all",)],
+    "events": [KINDS + ("last",)],
+    "help": [tuple(sorted(COMMAND_WORDS))],
+    "info": [("breakpoints",)],
+    "pt": [("walk", "stats"), None],
+    "hal": [("stats",)],
+    "watch": [("read", "write", "access")],
+    "step-irqs": [("on", "off")],
+    "set": [tuple(sorted(REGISTER_NAMES))],
+}
+CATCH_ARGUMENTS = {"pt": PT_OPS, "hal": HAL_CHANNELS}
+
+STYLE = Style.from_dict({
+    "command": "bold ansicyan",
+    "error": "ansired",
+    "number": "ansiyellow",
+    "register": "ansigreen",
+    "symbol": "ansimagenta",
+    "bottom-toolbar": "reverse",
+})
+
+
+class MonitorCompleter(Completer):
+    def __init__(self, monitor: "Monitor") -> None:
+        self._monitor = monitor
+
+    def _candidates(self, words: list[str], current: str) -> Iterable[str]:
+        if not words:
+            return sorted(COMMAND_WORDS)
+        if current.startswith("$"):
+            return ["$" + name for name in sorted(REGISTER_NAMES)]
+        command = words[0]
+        position = len(words) - 1
+        if command == "catch" and position == 1 and words[1] in CATCH_ARGUMENTS:
+            return CATCH_ARGUMENTS[words[1]]
+        if command in ("trace", "events") and "," in current:
+            return KINDS
+        offered = ARGUMENTS.get(command, [])
+        if position < len(offered) and offered[position] is not None:
+            choices = offered[position]
+            if command == "watch":      # the kind is optional: symbols too
+                return list(choices) + sorted(self._monitor.vm.symbols.by_name)
+            return choices
+        return sorted(self._monitor.vm.symbols.by_name)
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent
+                        ) -> Iterable[Completion]:
+        before = document.text_before_cursor
+        match = re.search(r"[^\s,+\-*/()=]*$", before)
+        current = match.group(0) if match else ""
+        head = before[:len(before) - len(current)]
+        words = head.split()
+        if words and "/" in words[0]:
+            words[0] = words[0].split("/")[0]
+        for candidate in self._candidates(words, current):
+            if candidate.startswith(current):
+                yield Completion(candidate, start_position=-len(current))
+
+
+_TOKEN = re.compile(r"(?P<space>\s+)|(?P<number>0[xX][0-9a-fA-F]+|\d+)|"
+                    r"(?P<register>\$\w+)|(?P<word>[A-Za-z_.][\w.\-]*)|(?P<other>.)")
+
+
+class MonitorLexer(Lexer):
+    def __init__(self, monitor: "Monitor") -> None:
+        self._monitor = monitor
+
+    def lex_document(self, document: Document):
+        lines = document.lines
+
+        def line_fragments(number: int):
+            line = lines[number] if number < len(lines) else ""
+            fragments = []
+            first = True
+            for match in _TOKEN.finditer(line):
+                kind, text = match.lastgroup, match.group(0)
+                style = ""
+                if kind == "word" and first:
+                    style = "class:command" if text in COMMAND_WORDS else "class:error"
+                elif kind == "number":
+                    style = "class:number"
+                elif kind == "register":
+                    known = text[1:].lower() in REGISTER_NAMES
+                    style = "class:register" if known else "class:error"
+                elif kind == "word" and text in self._monitor.vm.symbols.by_name:
+                    style = "class:symbol"
+                if kind != "space":
+                    first = False
+                fragments.append((style, text))
+            return fragments
+        return line_fragments
