@@ -1,13 +1,14 @@
 """The ``dbgvm`` command.
 
-Exit status: the guest's debug-exit status when it writes port 0xF4; 0 when the guest ends
-otherwise (HLT with nothing to wake it, the instruction limit); 1 with a one-line message when
-the monitor stops the guest (unsupported instruction, triple fault, bad memory); 2 when the
-command line or the kernel file is wrong and nothing ran.
+Exit status: the guest's status when it powers off through the HAL or writes the debug-exit
+port 0xF4; 0 when the guest ends otherwise (HLT with nothing to wake it, the instruction limit);
+1 with a one-line message when the monitor stops the guest (unsupported instruction, triple
+fault, bad memory); 2 when the command line, the kernel or a file is wrong and nothing ran.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -15,31 +16,47 @@ from typing import TextIO
 from .core.events import Event, EventKind, parse_kinds
 from .core.faults import StopReason
 from .core.loader import LoadError, Module, load
-from .core.machine import DEFAULT_RAM_MB, Machine
+from .core.machine import DEFAULT_RAM_MB, Stop
 from .core.uc_internals import UnicornLayoutError
+from .domains import DomainConfig, Domains
+from .hal.block import DiskError
+from .hal.pcap import PcapWriter
 
 USAGE_ERROR = 2
+MAX_VMS = 16
+_QUIET_STOPS = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF})
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbgvm", description="A debugger-oriented x86 VM.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="boot a 32-bit ELF (Multiboot v1) kernel",
-                         description="Boot KERNEL deprivileged and run it.")
-    run.add_argument("kernel", metavar="KERNEL", help="ELF32 kernel (Multiboot v1 gets EAX/EBX "
-                     "and an info block as QEMU's -kernel gives them)")
+    run = sub.add_parser("run", help="boot a 32-bit ELF (Multiboot v1) kernel, or the bundled "
+                         "guest", description="Boot KERNEL (default: the bundled guest kernel) "
+                         "deprivileged and run it.")
+    run.add_argument("kernel", metavar="KERNEL", nargs="?",
+                     help="ELF32 kernel (Multiboot v1 gets EAX/EBX and an info block as QEMU's "
+                     "-kernel gives them); default: the bundled guest, built on first use")
     run.add_argument("--append", default="", metavar="S", help="kernel command line")
     run.add_argument("--initrd", action="append", default=[], metavar="FILE",
                      help="a Multiboot module (repeat for more; 'FILE args' passes a cmdline)")
     run.add_argument("-m", type=int, default=DEFAULT_RAM_MB, metavar="MB",
                      help=f"guest RAM in MiB (default {DEFAULT_RAM_MB})")
+    run.add_argument("--disk", metavar="FILE", help="disk image for the HAL block device "
+                     "(copy-on-write: the file is never changed unless --disk-writable)")
+    run.add_argument("--disk-writable", action="store_true",
+                     help="let guest writes reach the --disk file (FLUSH fsyncs it)")
+    run.add_argument("--vms", type=int, default=1, metavar="N",
+                     help="run N copies of the guest side by side on one virtual switch "
+                     "(stdin lines starting with '@K ' go to VM K)")
+    run.add_argument("--pcap", metavar="FILE",
+                     help="write every frame the virtual switch forwards to FILE (pcap)")
     run.add_argument("--trace", default="", metavar="KINDS",
                      help="print events of these kinds (comma list, or 'all') to stderr")
     run.add_argument("--trace-out", metavar="FILE", help="write events as JSON Lines to FILE "
                      "(the kinds of --trace, or all kinds when --trace is not given)")
     run.add_argument("--max-insns", type=int, metavar="N", help="stop after N instructions")
     run.add_argument("--batch", action="store_true",
-                     help="no interactive prompt: run to the end and exit")
+                     help="no interactive prompt: the console is the terminal; run to the end")
     run.add_argument("-s", dest="gdb_default", action="store_true",
                      help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234)")
     run.add_argument("--gdb", metavar="[HOST:]PORT",
@@ -63,9 +80,62 @@ def _modules(specs: list[str]) -> tuple[Module, ...]:
     return tuple(modules)
 
 
-def _write_console(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+class ConsoleOutput:
+    """Guest consoles on stdout: raw with one VM; with several, whole lines prefixed by the
+    VM they come from, so that their output never interleaves within a line."""
+
+    def __init__(self, vms: int) -> None:
+        self._prefixed = vms > 1
+        self._partial: dict[int, bytes] = {}
+
+    def write(self, vm: int, data: bytes) -> None:
+        out = sys.stdout.buffer
+        if not self._prefixed:
+            out.write(data)
+        else:
+            *lines, self._partial[vm] = (self._partial.get(vm, b"") + data).split(b"\n")
+            for line in lines:
+                out.write(b"[vm%d] %s\n" % (vm, line))
+        out.flush()
+
+    def flush(self) -> None:
+        for vm, rest in sorted(self._partial.items()):
+            if rest:
+                sys.stdout.buffer.write(b"[vm%d] %s\n" % (vm, rest))
+        self._partial.clear()
+        sys.stdout.buffer.flush()
+
+
+def _kernel(args: argparse.Namespace) -> str:
+    if args.kernel is not None:
+        return args.kernel
+    from .guest import bundled_kernel
+    return str(bundled_kernel())
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if args.max_insns is not None and args.max_insns <= 0:
+        return "--max-insns must be positive"
+    if not 1 <= args.vms <= MAX_VMS:
+        return f"--vms must be 1..{MAX_VMS}"
+    if args.disk_writable and not args.disk:
+        return "--disk-writable needs --disk FILE"
+    return None
+
+
+def _subscribe_traces(domains: Domains, kinds: frozenset[EventKind], out: TextIO | None,
+                      err: TextIO) -> None:
+    several = len(domains.domains) > 1
+    for index, machine in enumerate(domains.machines):
+        prefix = f"vm{index} " if several else ""
+        extra = {"vm": index} if several else {}
+        if kinds:
+            machine.events.subscribe(kinds, lambda e, p=prefix: print(p + e.describe(),
+                                                                       file=err))
+        if out is not None:
+            def write_event(event: Event, out: TextIO = out, extra: dict = extra) -> None:
+                out.write(event.to_json(**extra) + "\n")
+            machine.events.subscribe(kinds or frozenset(EventKind), write_event)
 
 
 def run_command(args: argparse.Namespace, err: TextIO) -> int:
@@ -74,56 +144,85 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
     except ValueError as exc:
         print(f"dbgvm: --trace: {exc}", file=err)
         return USAGE_ERROR
-    if args.max_insns is not None and args.max_insns <= 0:
-        print("dbgvm: --max-insns must be positive", file=err)
+    problem = _check_args(args)
+    if problem is not None:
+        print(f"dbgvm: {problem}", file=err)
         return USAGE_ERROR
+    console = ConsoleOutput(args.vms)
+    opened: list = []
     try:
-        machine = Machine(ram_mb=args.m, console=_write_console)
-        image = load(args.kernel, machine.ram_size, args.append, _modules(args.initrd))
-    except (LoadError, ValueError) as exc:
-        print(f"dbgvm: {exc}", file=err)
-        return USAGE_ERROR
-    except UnicornLayoutError as exc:
-        print(f"dbgvm: {exc}", file=err)
-        return 1
-    machine.load(image)
-    if trace_kinds:
-        machine.events.subscribe(trace_kinds, lambda e: print(e.describe(), file=err))
-    out = None
-    if args.trace_out:
+        from .guest import GuestBuildError
         try:
-            out = open(args.trace_out, "w", encoding="utf-8")
-        except OSError as exc:
-            print(f"dbgvm: --trace-out {args.trace_out}: {exc.strerror}", file=err)
+            image = load(_kernel(args), args.m << 20, args.append, _modules(args.initrd))
+            pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
+            domains = Domains(image, args.vms, DomainConfig(args.m, args.disk,
+                                                            args.disk_writable),
+                              console.write, pcap=pcap, notify=lambda t: print(
+                                  f"dbgvm: {t}", file=err))
+            out = open(args.trace_out, "w", encoding="utf-8") if args.trace_out else None
+        except (LoadError, ValueError, DiskError, GuestBuildError) as exc:
+            print(f"dbgvm: {exc}", file=err)
             return USAGE_ERROR
-
-        def write_event(event: Event, out: TextIO = out) -> None:
-            out.write(event.to_json() + "\n")
-        machine.events.subscribe(trace_kinds or frozenset(EventKind), write_event)
-    try:
-        if args.gdb or args.gdb_default:
-            return _serve_gdb(machine, args, err)
-        stop = machine.run(args.max_insns)
-    finally:
+        except OSError as exc:
+            print(f"dbgvm: {exc.filename}: {exc.strerror}", file=err)
+            return USAGE_ERROR
+        except UnicornLayoutError as exc:
+            print(f"dbgvm: {exc}", file=err)
+            return 1
         if out is not None:
-            out.close()
+            opened.append(out)
+        opened.append(domains)
+        _subscribe_traces(domains, trace_kinds, out, err)
+        if args.gdb or args.gdb_default:
+            return _serve_gdb(domains, args, err)
+        _attach_stdin(domains)
+        stop = domains.run(args.max_insns)
+        console.flush()
+        _report(stop, domains, err)
+        return stop.exit_status
+    finally:
+        for thing in reversed(opened):
+            thing.close()
+
+
+def _attach_stdin(domains: Domains) -> None:
+    from .console_input import StdinSource
+    try:
+        fd = sys.stdin.fileno()
+        os.fstat(fd)
+    except (OSError, ValueError, AttributeError):
+        return
+    domains.input = StdinSource(fd, len(domains.domains))
+    domains.realtime = os.isatty(fd)
+
+
+def _report(stop: Stop, domains: Domains, err: TextIO) -> None:
     sys.stdout.flush()
-    if stop.reason is not StopReason.DEBUG_EXIT:
+    if stop.reason not in _QUIET_STOPS:
         print(f"dbgvm: {stop.reason.value}: {stop.message}", file=err)
-    return stop.exit_status
+    for domain in domains.domains:
+        # a guest probing for a device it was not given (NOCHAN) is not worth a word
+        refused = {k: v for k, v in domain.hal.stats.refused.items() if k != "NOCHAN"}
+        forged = domains.switch.forged[domain.index]
+        if refused or forged:
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(refused.items()))
+            print(f"dbgvm: vm{domain.index}: {sum(refused.values())} bad HAL packets refused"
+                  f"{f' ({detail})' if detail else ''}, {forged} forged frames dropped",
+                  file=err)
 
 
-def _serve_gdb(machine: Machine, args: argparse.Namespace, err: TextIO) -> int:
+def _serve_gdb(domains: Domains, args: argparse.Namespace, err: TextIO) -> int:
     """Run (or, with -S, wait) until gdb attaches, then serve debuggers until one kills the
     VM; the guest runs only when gdb continues it."""
     from .gdbstub.server import GdbServer, parse_address
     from .gdbstub.transcript import Transcript
     from .repl.commands import Monitor
 
+    machine = domains.machines[0]
     try:
         address = parse_address(args.gdb or "1234")
         server = GdbServer(machine, address, monitor=Monitor(machine).run,
-                           log=lambda text: print(text, file=err))
+                           log=lambda text: print(text, file=err), run=domains.run)
     except (ValueError, OSError) as exc:
         print(f"dbgvm: --gdb: {exc}", file=err)
         return USAGE_ERROR
@@ -136,10 +235,9 @@ def _serve_gdb(machine: Machine, args: argparse.Namespace, err: TextIO) -> int:
 
         def gdb_arrived() -> bool:
             return bool(select.select([server.listener], [], [], 0)[0])
-        stop = machine.run(args.max_insns, interrupted=gdb_arrived)
+        stop = domains.run(args.max_insns, interrupted=gdb_arrived)
         if stop.reason is not StopReason.REQUESTED:
-            if stop.reason is not StopReason.DEBUG_EXIT:
-                print(f"dbgvm: {stop.reason.value}: {stop.message}", file=err)
+            _report(stop, domains, err)
             return stop.exit_status
     server.serve()
     return 0

@@ -34,16 +34,18 @@ class Event:
     eip: int
     fields: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> str:
+    def to_json(self, **extra: Any) -> str:
+        """One JSON object; ``extra`` adds context fields (the VM index with --vms)."""
         return json.dumps({"icount": self.icount, "kind": self.kind.value, "eip": self.eip,
-                           **self.fields}, separators=(",", ":"))
+                           **extra, **self.fields}, separators=(",", ":"))
 
     def describe(self) -> str:
         """One human-readable line, as ``--trace`` prints it."""
         parts = []
         for key, value in self.fields.items():
             if isinstance(value, int) and not isinstance(value, bool) and key not in (
-                    "size", "len", "count", "line", "status", "index", "cached", "from", "to"):
+                    "size", "len", "count", "line", "status", "index", "cached", "from", "to",
+                    "seq", "vm"):
                 parts.append(f"{key}={value:#x}")
             else:
                 parts.append(f"{key}={value}")

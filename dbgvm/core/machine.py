@@ -710,6 +710,15 @@ class Machine:
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, eip)
 
+    @property
+    def halted(self) -> bool:
+        """In HLT, waiting for an interrupt."""
+        return self._halted
+
+    def wakeup_time(self) -> int | None:
+        """Virtual time of the next timer interrupt that can reach the CPU (None: none can)."""
+        return None if self.pic.masked(PIT_IRQ) else self.clock.next_deadline()
+
     def _idle(self, eip: int) -> bool:
         """HLT with the virtual IF set: let virtual time pass until an interrupt is pending
         (True), or end the run (False). Time jumps from timer deadline to timer deadline;
@@ -721,7 +730,7 @@ class Machine:
             if self.inputs.pending():
                 self.inputs.apply(self.icount)
                 continue
-            deadline = None if self.pic.masked(PIT_IRQ) else self.clock.next_deadline()
+            deadline = self.wakeup_time()
             until = self._until_time
             if until is not None and (deadline is None or deadline > until):
                 self.clock.idle_until(until)

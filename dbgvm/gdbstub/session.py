@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..core.debug import DebugError, WatchKind
 from ..core.faults import StopReason
@@ -55,13 +56,20 @@ class Capability:
     handlers: dict[str, Handler] = field(default_factory=dict)
 
 
+class Runner(Protocol):
+    def __call__(self, max_insns: int | None, *,
+                 interrupted: Callable[[], bool] | None = None) -> Stop: ...
+
+
 class Session:
     """Answers packets for one connected gdb. ``wait_for_interrupt`` is polled while the
     guest runs and returns True when gdb sent Ctrl-C; ``monitor`` runs a monitor command."""
 
     def __init__(self, machine: Machine, *, monitor: Callable[[str], str] | None = None,
-                 console: Callable[[str], None] | None = None) -> None:
+                 console: Callable[[str], None] | None = None,
+                 run: Runner | None = None) -> None:
         self.m = machine
+        self._run: Runner = run or machine.run    # several VMs run side by side: theirs
         self._monitor = monitor
         self.no_ack = False
         self.killed = False
@@ -278,7 +286,7 @@ class Session:
         if step:
             stop = self.m.step()
         else:
-            stop = self.m.run(interrupted=self.interrupted)
+            stop = self._run(None, interrupted=self.interrupted)
         self.last_stop = self._stop_reply(stop)
         return self.last_stop
 

@@ -1,0 +1,212 @@
+"""Several VMs ("domains", as early Xen called them) side by side in one process.
+
+Each domain is a Machine with its HAL devices; their network interfaces hang off one switch.
+They run in lockstep slices of virtual time, one after another on the one Unicorn thread, so a
+frame one VM sends reaches the other within a slice and every run is deterministic given its
+outside inputs. Idle stretches (every VM in HLT) are skipped, or waited out in real time when
+the run is paced for a person at a terminal. The run ends when VM 0 ends; another VM that
+powers off or dies is reported and retired.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .core.clock import NS_PER_INSN
+from .core.faults import StopReason
+from .core.loader import BootImage
+from .core.machine import Machine, Stop
+from .hal.abi import Channel
+from .hal.block import BlockDevice
+from .hal.console import ConsoleDevice
+from .hal.device import Device
+from .hal.host import Hal
+from .hal.net import NetDevice, Switch
+from .hal.pcap import PcapWriter
+from .hal.system import SystemDevice
+
+SLICE_SINGLE = 1_000_000        # instruction periods (10 ms virtual) with one VM
+SLICE_SHARED = 100_000          # 1 ms virtual when VMs exchange frames
+CONSOLE_INPUT = "console"
+NET_INPUT = "net"
+# stops after which a VM other than VM 0 is retired and the others go on
+_FINAL = frozenset({StopReason.POWEROFF, StopReason.DEBUG_EXIT, StopReason.HALTED,
+                    StopReason.TRIPLE_FAULT, StopReason.UNSUPPORTED, StopReason.BAD_MEMORY,
+                    StopReason.MONITOR_ERROR})
+
+
+class InputSource(Protocol):
+    """Where console input comes from (a terminal, a pipe, the monitor)."""
+
+    def poll(self) -> list[tuple[int, bytes]]:
+        """What arrived since the last poll, as (VM index, bytes); b"" is end of input."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until input arrives or ``timeout`` seconds pass; False when no input can
+        ever come again (and none is waiting)."""
+
+
+@dataclass
+class Domain:
+    index: int
+    machine: Machine
+    hal: Hal
+    console: ConsoleDevice
+    net: NetDevice | None
+    block: BlockDevice | None
+    stop: Stop | None = None          # set once the domain is retired
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    ram_mb: int
+    disk: str | None = None
+    disk_writable: bool = False
+    network: bool = True
+
+
+class Domains:
+    def __init__(self, image: BootImage, count: int, config: DomainConfig,
+                 console_sink: Callable[[int, bytes], None], *, pcap: PcapWriter | None = None,
+                 notify: Callable[[str], None] = lambda text: None) -> None:
+        if count < 1:
+            raise ValueError("--vms must be at least 1")
+        if config.disk_writable and count > 1:
+            raise ValueError("--disk-writable needs a single VM (each VM gets its own "
+                             "copy-on-write view of the image otherwise)")
+        self.switch = Switch(pcap)
+        self.notify = notify
+        self.realtime = False
+        self.input: InputSource | None = None
+        self.domains: list[Domain] = []
+        try:
+            for index in range(count):
+                self.domains.append(self._domain(index, image, config, console_sink))
+        except BaseException:
+            self.close()
+            raise
+        self._slice = SLICE_SINGLE if count == 1 else SLICE_SHARED
+        self.current = 0                  # the VM whose stop ended the last run
+
+    def _domain(self, index: int, image: BootImage, config: DomainConfig,
+                console_sink: Callable[[int, bytes], None]) -> Domain:
+        machine = Machine(ram_mb=config.ram_mb,
+                          console=lambda data, i=index: console_sink(i, data))
+        machine.load(image)
+        console = ConsoleDevice(lambda data, i=index: console_sink(i, data))
+        devices: list[Device] = [SystemDevice(machine.power_off), console]
+        block = BlockDevice(config.disk, config.disk_writable) if config.disk else None
+        if block is not None:
+            devices.append(block)
+        net = None
+        if config.network:
+            net = NetDevice(index, self.switch,
+                            lambda frame, m=machine: m.inputs.post(NET_INPUT, frame),
+                            lambda m=machine: m.clock.now() * NS_PER_INSN)
+            devices.append(net)
+            machine.inputs.register(NET_INPUT, net.receive)
+        machine.inputs.register(CONSOLE_INPUT, console.feed)
+        return Domain(index, machine, Hal(machine, devices), console, net, block)
+
+    @property
+    def machines(self) -> list[Machine]:
+        return [d.machine for d in self.domains]
+
+    def close(self) -> None:
+        for domain in self.domains:
+            if domain.block is not None:
+                domain.block.close()
+        if self.switch.pcap is not None:
+            self.switch.pcap.close()
+
+    def console_input(self, vm: int, data: bytes) -> None:
+        """Bytes for VM ``vm``'s console (b"": end of input); they enter the guest at its
+        next quantum boundary."""
+        self.domains[vm].machine.inputs.post(CONSOLE_INPUT, data)
+
+    def hal_stats(self, vm: int) -> str:
+        domain = self.domains[vm]
+        lines = [domain.hal.stats.describe()]
+        if domain.net is not None:
+            forged = self.switch.forged[vm]
+            dropped = sum(domain.net.dropped.values())
+            lines.append(f"{'net':<10} forged {forged}, rx dropped {dropped}, switch forwarded "
+                         f"{self.switch.forwarded}")
+        if domain.block is not None:
+            mode = "writable" if domain.block.writable else "copy-on-write"
+            lines.append(f"{'disk':<10} {domain.block.path}: {domain.block.sectors} sectors, "
+                         f"{mode}")
+        return "\n".join(lines)
+
+    # -- running ---------------------------------------------------------------------------
+    def _poll_input(self) -> None:
+        if self.input is None:
+            return
+        for vm, data in self.input.poll():
+            if 0 <= vm < len(self.domains) and self.domains[vm].stop is None:
+                self.console_input(vm, data)
+
+    def _live(self) -> list[Domain]:
+        return [d for d in self.domains if d.stop is None]
+
+    def run(self, max_insns: int | None = None, *,
+            interrupted: Callable[[], bool] | None = None) -> Stop:
+        """Run every live VM until VM 0 stops (or any VM stops for the debugger).
+        ``max_insns`` counts VM 0's instructions; ``interrupted`` is polled between slices."""
+        first = self.domains[0].machine
+        limit = None if max_insns is None else first.icount + max_insns
+        started_wall = time.monotonic()
+        started_virtual = first.clock.now()
+        while True:
+            if interrupted is not None and interrupted():
+                return first.run(interrupted=lambda: True)     # the REQUESTED stop
+            self._poll_input()
+            live = self._live()
+            until = min(d.machine.clock.now() for d in live) + self._slice
+            for domain in live:
+                machine = domain.machine
+                budget = None
+                if domain.index == 0 and limit is not None:
+                    budget = limit - machine.icount
+                    if budget <= 0:
+                        return machine.run(0)
+                stop = machine.run(budget, interrupted=interrupted, until_time=until)
+                if stop.reason is StopReason.TIME_SLICE:
+                    continue
+                if domain.index != 0 and stop.reason in _FINAL:
+                    domain.stop = stop
+                    self.notify(f"vm{domain.index}: {stop.reason.value}: {stop.message}")
+                    continue
+                self.current = domain.index
+                return stop
+            if all(d.machine.halted for d in self._live()):
+                if not self._idle():
+                    return first.run()   # ends at once, reporting the HLT nothing can end
+            elif self.realtime:
+                self._pace(started_wall, started_virtual)
+
+    def _idle(self) -> bool:
+        """Every live VM waits in HLT: wait for outside input (in real time up to the next
+        timer when paced); False when nothing can ever wake any of them."""
+        live = self._live()
+        wakeups = [t for t in (d.machine.wakeup_time() for d in live) if t is not None]
+        # console input can only wake a guest that posted a buffer for it (a frame from
+        # another VM cannot come either: every VM is waiting)
+        listening = any(d.hal.can_receive(Channel.CONSOLE) for d in live)
+        if self.input is None or not listening:
+            return bool(wakeups)
+        if not wakeups:
+            return self.input.wait(None)
+        if self.realtime:
+            now = min(d.machine.clock.now() for d in self._live())
+            self.input.wait((min(wakeups) - now) * NS_PER_INSN / 1e9)
+        return True
+
+    def _pace(self, started_wall: float, started_virtual: int) -> None:
+        """Paced for a person: do not let virtual time run ahead of the wall clock."""
+        ahead = (self.domains[0].machine.clock.now() - started_virtual) * NS_PER_INSN / 1e9 \
+            - (time.monotonic() - started_wall)
+        if ahead > 0.001 and self.input is not None:
+            self.input.wait(ahead)

@@ -1,0 +1,70 @@
+"""Channel 1: the guest console. Output goes to a sink (the terminal, or the monitor's output
+pane); input waits here until the guest has posted a buffer for it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .abi import Channel, ConsoleOp, Status
+from .device import Deliver, Reply
+
+MAX_WRITE = 4096
+
+
+def _preview(data: bytes, limit: int = 60) -> str:
+    text = data.decode("utf-8", "replace")
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return repr(text)
+
+
+class ConsoleDevice:
+    channel = Channel.CONSOLE
+    ops = ConsoleOp
+    rx_capacity = 1
+
+    def __init__(self, sink: Callable[[bytes], None]) -> None:
+        self._sink = sink
+        self._input = bytearray()
+        self._eof = False
+        self._eof_sent = False
+        self._deliver: Deliver | None = None
+
+    def min_length(self, op: int) -> int:
+        return 0
+
+    def submit(self, op: int, payload: bytes) -> Reply:
+        if op != ConsoleOp.WRITE:
+            return Reply(Status.NOOP, info="console: INPUT/EOF are host-to-guest only")
+        if len(payload) > MAX_WRITE:
+            return Reply(Status.BADLEN, info=f"write of {len(payload)} bytes > {MAX_WRITE}")
+        self._sink(payload)
+        return Reply(Status.OK, info=_preview(payload))
+
+    def describe(self, op: int, payload: bytes) -> str:
+        return _preview(payload) if payload else "end of input"
+
+    def attach(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    # -- input (an external input: the caller applies it at a quantum boundary) ----------
+    def feed(self, data: bytes) -> None:
+        """Keystrokes or piped bytes from the host; an empty ``data`` is end of input."""
+        if not data:
+            self._eof = True
+        else:
+            self._input += data
+        self.rx_posted()
+
+    def rx_posted(self) -> None:
+        assert self._deliver is not None
+        while self._input:
+            taken = self._deliver(Channel.CONSOLE, ConsoleOp.INPUT, bytes(self._input))
+            if taken is None:
+                return
+            del self._input[:taken]
+        if self._eof and not self._eof_sent:
+            self._eof_sent = self._deliver(Channel.CONSOLE, ConsoleOp.EOF, b"") is not None
+
+    @property
+    def waiting_input(self) -> int:
+        """Bytes typed that no guest buffer has taken yet."""
+        return len(self._input)
