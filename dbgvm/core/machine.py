@@ -332,11 +332,17 @@ class Machine:
         if not data:
             return
         self.ram[paddr:paddr + len(data)] = data
-        offset = paddr & 0xFFF
-        with self.mmu.alias(paddr - offset, self.vcpu.cpl == 3) as linear:
-            # RAM is one block at guest-physical 0, so the range stays contiguous after
-            # Unicorn translates its start
-            self.uc.ctl_remove_cache(linear + offset, linear + offset + len(data))
+        # Unicorn translates the start of the range it invalidates as a *linear* address
+        # through the CPU's page tables (and an unmapped one corrupts its exception state).
+        # RAM is one block at guest-physical 0, so the range stays contiguous after that.
+        ring3 = self.vcpu.cpl == 3
+        entry = self.mmu.shadow_entry(paddr, ring3)
+        if entry is not None and entry & 1 and (entry ^ paddr) & ~0xFFF == 0:
+            self.uc.ctl_remove_cache(paddr, paddr + len(data))   # mapped one to one already
+        else:
+            offset = paddr & 0xFFF
+            with self.mmu.alias(paddr - offset, ring3) as linear:
+                self.uc.ctl_remove_cache(linear + offset, linear + offset + len(data))
         touched = self.mmu.host_wrote(paddr, len(data), self.trap_eip)
         if touched:
             self._sync_exits()

@@ -41,6 +41,7 @@ class Hal:
     def __init__(self, machine: Machine, devices: list[Device]) -> None:
         self.machine = machine
         self.devices: dict[int, Device] = {int(d.channel): d for d in devices}
+        self._ops = {int(d.channel): frozenset(int(op) for op in d.ops) for d in devices}
         self.stats = HalStats()
         self._posted: dict[int, deque[int]] = {c: deque() for c in self.devices}
         self._rx_seq: dict[int, int] = {c: 0 for c in self.devices}
@@ -101,7 +102,7 @@ class Hal:
             if len(self._posted[header.channel]) >= MAX_POSTED:
                 return Status.FULL, None
             return Status.OK, device
-        if header.op not in {int(op) for op in device.ops}:
+        if header.op not in self._ops[header.channel]:
             return Status.NOOP, None
         if header.length < device.min_length(header.op):
             return Status.BADLEN, None
@@ -139,12 +140,14 @@ class Hal:
         if reply.payload is not None and reply.status == Status.OK:
             length = len(reply.payload)
             self.machine.write_physical(addr + HEADER_SIZE, reply.payload)
-        self.machine.write_physical(addr + 4, struct.pack("<I", length))
-        self._write_status(addr, reply.status)
+        # length, the guest's seq, status: one write
+        self.machine.write_physical(addr + 4, struct.pack("<IIi", length, header.seq,
+                                                          reply.status))
         if reply.status != Status.OK:
             self.stats.refused[reply.status.name] += 1
-        self._event(call="submit", **self._header_fields(header), status=reply.status.name,
-                    info=reply.info)
+        if self.machine.events.wants(EventKind.HAL):
+            self._event(call="submit", **self._header_fields(header),
+                        status=reply.status.name, info=reply.info)
         return reply.status
 
     def _post_rx(self, addr: int) -> int:
