@@ -23,6 +23,7 @@ from .hal.block import DiskError
 from .hal.pcap import PcapWriter
 
 USAGE_ERROR = 2
+INTERRUPTED = 130                # as a shell reports a command ended by SIGINT
 MAX_VMS = 16
 _QUIET_STOPS = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF})
 
@@ -176,7 +177,12 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
         if args.gdb or args.gdb_default:
             return _serve_gdb(domains, args, err)
         _attach_stdin(domains)
-        stop = domains.run(args.max_insns)
+        try:
+            stop = domains.run(args.max_insns)
+        except KeyboardInterrupt:
+            console.flush()
+            print("\ndbgvm: interrupted (Ctrl-C)", file=err)
+            return INTERRUPTED
         console.flush()
         _report(stop, domains, err)
         return stop.exit_status

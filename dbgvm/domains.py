@@ -181,15 +181,15 @@ class Domains:
                     continue
                 self.current = domain.index
                 return stop
-            if all(d.machine.halted for d in self._live()):
-                if not self._idle():
-                    return first.run()   # ends at once, reporting the HLT nothing can end
-            elif self.realtime:
+            if all(d.machine.halted for d in self._live()) and not self._idle():
+                return first.run()       # ends at once, reporting the HLT nothing can end
+            if self.realtime:
                 self._pace(started_wall, started_virtual)
 
     def _idle(self) -> bool:
-        """Every live VM waits in HLT: wait for outside input (in real time up to the next
-        timer when paced); False when nothing can ever wake any of them."""
+        """Every live VM waits in HLT: with no timer that can wake one, wait for outside
+        input; False when nothing can ever wake any of them. (Paced runs then wait out the
+        idle time in _pace.)"""
         live = self._live()
         wakeups = [t for t in (d.machine.wakeup_time() for d in live) if t is not None]
         # console input can only wake a guest that posted a buffer for it (a frame from
@@ -199,9 +199,6 @@ class Domains:
             return bool(wakeups)
         if not wakeups:
             return self.input.wait(None)
-        if self.realtime:
-            now = min(d.machine.clock.now() for d in self._live())
-            self.input.wait((min(wakeups) - now) * NS_PER_INSN / 1e9)
         return True
 
     def _pace(self, started_wall: float, started_virtual: int) -> None:
