@@ -119,3 +119,35 @@ def test_plain_elf_without_multiboot_runs(tmp_path):
     # hlt with VIF clear at the entry point: ends, status 0, the message names the address
     assert proc.returncode == 0
     assert "HLT with the virtual IF clear at eip 0x00100000" in proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--disk-writable"], "--disk-writable needs --disk FILE"),
+    (["--vms", "0"], "--vms must be 1..16"),
+    (["--vms", "17"], "--vms must be 1..16"),
+    (["--disk", "/nonexistent/disk.img"], "/nonexistent/disk.img: cannot open"),
+    (["--pcap", "/nonexistent/dir/x.pcap"], "/nonexistent/dir/x.pcap"),
+])
+def test_bad_device_options_are_one_line_usage_errors(args, needle):
+    proc = dbgvm("run", str(build("basics")), "--batch", *args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stdout == ""
+
+
+def test_disk_writable_needs_a_single_vm(tmp_path):
+    image = tmp_path / "d.img"
+    image.write_bytes(bytes(1024))
+    proc = dbgvm("run", str(build("basics")), "--batch", "--disk", str(image),
+                 "--disk-writable", "--vms", "2")
+    assert proc.returncode == 2 and "single VM" in proc.stderr
+
+
+def test_several_vms_prefix_console_lines_and_trace_records(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    proc = dbgvm("run", str(build("basics")), "--batch", "--vms", "2", "--trace-out",
+                 str(trace), "--trace", "stop")
+    assert proc.returncode == 33                      # VM 0's debug exit ends the run
+    assert proc.stdout.startswith("[vm0] hello from basics\n")
+    stops = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [s["vm"] for s in stops if s["kind"] == "stop"][-1] == 0
