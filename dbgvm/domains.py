@@ -164,7 +164,9 @@ class Domains:
                 return first.run(interrupted=lambda: True)     # the REQUESTED stop
             self._poll_input()
             live = self._live()
-            until = min(d.machine.clock.now() for d in live) + self._slice
+            # slices on a fixed grid of virtual time: a run stopped by the debugger and
+            # resumed exchanges frames at the same points as one that was not
+            until = (min(d.machine.clock.now() for d in live) // self._slice + 1) * self._slice
             for domain in live:
                 machine = domain.machine
                 budget = None
