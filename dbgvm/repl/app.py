@@ -89,6 +89,7 @@ class Repl:
         self._history = history
         self.console = ConsoleLines(self.write, lambda: len(monitor.vms) > 1)
         self._worker: threading.Thread | None = None
+        self._failed = False
         self._session: PromptSession | None = None
         monitor.notify = self.write
 
@@ -112,9 +113,9 @@ class Repl:
     def busy(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
 
-    def handle(self, line: str, *, wait: bool = False) -> bool:
+    def handle(self, line: str, *, wait: bool = False, where: str = "") -> bool:
         """Run one line; False when it failed. Commands that run the guest go to the
-        background unless ``wait``."""
+        background unless ``wait``. ``where`` prefixes error lines (``FILE:LINE: ``)."""
         try:
             command = parse(line)
             if command is None:
@@ -125,22 +126,26 @@ class Repl:
             if self.busy:
                 raise fail(Problem.BUSY)
             if command.runs_guest:
-                self._start(command, line)
+                self._start(command, line, where)
                 if wait:
                     self.wait()
+                    return not self._failed
                 return True
             self.write(self.monitor.execute(command))
             return True
         except CommandError as exc:
-            self.write(exc.render(line))
+            self.write(exc.render(line, prefix=where))
             return False
 
-    def _start(self, command: S.Command, line: str) -> None:
+    def _start(self, command: S.Command, line: str, where: str) -> None:
+        self._failed = False
+
         def work() -> None:
             try:
                 text = self.monitor.execute(command)
             except CommandError as exc:
-                text = exc.render(line)
+                self._failed = True
+                text = exc.render(line, prefix=where)
             self.console.flush()
             self.write(text)
             if self._session is not None and self._session.app.is_running:
@@ -165,15 +170,16 @@ class Repl:
             self.write(f"error: cannot read {path}: {exc.strerror}\n")
             return False
         for number, line in enumerate(lines, 1):
+            where = f"{path}:{number}: "
             try:
                 command = parse(line)
             except CommandError as exc:
-                self.write(exc.render(line, prefix=f"{path}:{number}: "))
+                self.write(exc.render(line, prefix=where))
                 return False
             if command is None:
                 continue
             self.write(f"({Path(path).name}:{number}) {line.strip()}\n")
-            if not self.handle(line, wait=True):
+            if not self.handle(line, wait=True, where=where):
                 return False
             if self.monitor.quit_requested:
                 break

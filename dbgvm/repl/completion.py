@@ -62,7 +62,7 @@ class MonitorCompleter(Completer):
         position = len(words) - 1
         if command == "catch" and position == 1 and words[1] in CATCH_ARGUMENTS:
             return CATCH_ARGUMENTS[words[1]]
-        if command in ("trace", "events") and "," in current:
+        if command in ("trace", "events") and words[-1].endswith(","):
             return KINDS
         offered = ARGUMENTS.get(command, [])
         if position < len(offered) and offered[position] is not None:
@@ -79,6 +79,8 @@ class MonitorCompleter(Completer):
         current = match.group(0) if match else ""
         head = before[:len(before) - len(current)]
         words = head.split()
+        if head.endswith(",") and words:
+            words[-1] += ","          # still inside a comma list of the same argument
         if words and "/" in words[0]:
             words[0] = words[0].split("/")[0]
         for candidate in self._candidates(words, current):
