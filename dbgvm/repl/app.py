@@ -28,7 +28,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from . import syntax as S
 from .commands import Monitor
-from .completion import MonitorCompleter, MonitorLexer, STYLE
+from .completion import STYLE, MonitorCompleter, MonitorLexer
 from .errors import CommandError, Problem, fail
 from .parser import parse
 

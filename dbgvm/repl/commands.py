@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..core.debug import DebugError, WatchKind
+from ..core.debug import DebugError
 from ..core.events import Event, EventKind
 from ..core.faults import StopReason
 from ..core.guest_registers import RegisterError, read_register

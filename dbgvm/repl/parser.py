@@ -11,16 +11,21 @@ import re
 from functools import cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, \
-    UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from ..core.debug import WatchKind
 from ..core.events import EventKind
 from ..core.guest_registers import READERS
 from . import syntax as S
 from .errors import CommandError, Problem, fail
-from .expr import Binary, Negate, Number, Op, Register, Symbol
+from .expr import Binary, Negate, Number, Op, Register, Symbol, start_column
 
 REGISTER_NAMES: frozenset[str] = frozenset(READERS)
 PT_OPS = ("fill", "dirty", "flush", "zap", "invlpg", "reflect")
@@ -97,12 +102,6 @@ def _syntax_error(exc: UnexpectedInput, line: str) -> CommandError:
         return fail(Problem.BAD_CHARACTER, exc.token.start_pos, found=exc.token[0])
     return fail(Problem.UNEXPECTED_TOKEN, exc.token.start_pos, found=str(exc.token),
                 expected=_describe_expected(expected))
-
-
-def _column(item: Tree | Token) -> int:
-    if isinstance(item, Token):
-        return item.start_pos
-    return item.meta.start_pos
 
 
 def _number(token: Token) -> int:
@@ -281,8 +280,7 @@ class _Build(Transformer):
         address = children[0]
         count = children[1] if len(children) > 1 else None
         if count is not None and fmt_count is not None:
-            raise fail(Problem.COUNT_TWICE, _column(children[1]) if isinstance(
-                children[1], (Tree, Token)) else count.column)
+            raise fail(Problem.COUNT_TWICE, start_column(count))
         return S.Examine(which == "xp", radix, unit, address, count, fmt_count)
 
     def disas(self, children):
