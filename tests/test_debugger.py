@@ -121,3 +121,21 @@ def test_writing_cs_and_ss_as_the_guest_sees_them():
     assert (read_register(m, "cs"), read_register(m, "ss")) == (0x08, 0x38)
     m.debug.remove_breakpoint(sym["de_insn"])
     assert m.run().exit_status == 33
+
+
+def test_resuming_from_a_breakpoint_whose_instruction_needs_a_shadow_fill_executes_it():
+    # `movl $5, user_skip` at user_entry writes a page not yet in the ring-3 shadow: the
+    # one-instruction step off the breakpoint is used up by the fill and must be retried
+    for resume in ("step", "run"):
+        m, sym = machine("paging")
+        m.debug.add_breakpoint(sym["user_entry"])
+        stop = m.run()
+        assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_entry"]
+        icount = m.icount
+        stop = m.step() if resume == "step" else m.run()
+        if resume == "step":
+            assert stop.reason is StopReason.STEP
+            assert m.registers().eip == sym["user_read"] and m.icount == icount + 1
+            assert m.read_linear(sym["user_skip"], 4) == (5).to_bytes(4, "little")
+        else:
+            assert stop.reason is not StopReason.BREAKPOINT and stop.exit_status == 19

@@ -64,6 +64,7 @@ SHADOW_POOL_PAGES = (MONITOR_SIZE - SHADOW_POOL) // 4096
 MONITOR_CS, MONITOR_SS = 0x20, 0x28       # ring-0 selectors used once, by the trampoline
 BOOT_ESP = 0x7C00
 MAX_RAM_MB = 3072
+MAX_FILLS_PER_INSN = 8   # code pages, data pages and a stack page of one instruction, at most
 
 _DATA_SEGS = (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS)
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
@@ -883,8 +884,13 @@ class Machine:
         self._skip_exit = eip
         try:
             self._boundary()
-            if self._stop is None and self.regs.read(UC_X86_REG_EIP) == eip:
-                self._run_quantum(1)
+            # A shadow fill for the instruction (its code or data page) uses up the one-
+            # instruction quantum without retiring it: try again until it retires or leaves.
+            for _ in range(MAX_FILLS_PER_INSN):
+                if self._stop is not None or self.regs.read(UC_X86_REG_EIP) != eip:
+                    break
+                if self._run_quantum(1):
+                    break
         finally:
             self._skip_exit = None
             self._sync_exits()
