@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .core.events import Event, EventKind, parse_kinds
 from .core.faults import StopReason
@@ -21,6 +22,9 @@ from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
 from .hal.block import DiskError
 from .hal.pcap import PcapWriter
+
+if TYPE_CHECKING:
+    from .repl.commands import Monitor
 
 USAGE_ERROR = 2
 INTERRUPTED = 130                # as a shell reports a command ended by SIGINT
@@ -56,8 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trace-out", metavar="FILE", help="write events as JSON Lines to FILE "
                      "(the kinds of --trace, or all kinds when --trace is not given)")
     run.add_argument("--max-insns", type=int, metavar="N", help="stop after N instructions")
+    run.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
+                     help="run the monitor commands in FILE (one per line, '#' comments) "
+                     "before the prompt; with --batch, run them and exit (repeatable)")
     run.add_argument("--batch", action="store_true",
                      help="no interactive prompt: the console is the terminal; run to the end")
+    run.add_argument("--history", metavar="FILE", help="the prompt's history file (default: "
+                     "$XDG_STATE_HOME/dbgvm/history)")
     run.add_argument("-s", dest="gdb_default", action="store_true",
                      help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234)")
     run.add_argument("--gdb", metavar="[HOST:]PORT",
@@ -88,8 +97,15 @@ class ConsoleOutput:
     def __init__(self, vms: int) -> None:
         self._prefixed = vms > 1
         self._partial: dict[int, bytes] = {}
+        self.sink: Callable[[int, bytes], None] | None = None   # the prompt's output pane
+
+    def set_sink(self, sink: Callable[[int, bytes], None] | None) -> None:
+        self.sink = sink
 
     def write(self, vm: int, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(vm, data)
+            return
         out = sys.stdout.buffer
         if not self._prefixed:
             out.write(data)
@@ -176,7 +192,11 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
         _subscribe_traces(domains, trace_kinds, out, err)
         if args.gdb or args.gdb_default:
             return _serve_gdb(domains, args, err)
+        if not args.batch:
+            return _prompt(domains, console, args)
         _attach_stdin(domains)
+        if args.scripts:
+            return _batch_scripts(domains, args.scripts)
         try:
             stop = domains.run(args.max_insns)
         except KeyboardInterrupt:
@@ -189,6 +209,42 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
     finally:
         for thing in reversed(opened):
             thing.close()
+
+
+def _monitor(domains: Domains) -> Monitor:
+    """The monitor over these VMs: `continue` runs them all side by side."""
+    from .repl.commands import Monitor
+    return Monitor(run=lambda max_insns, interrupted: domains.run(max_insns,
+                                                                 interrupted=interrupted),
+                   machines=domains.machines, hal_stats=domains.hal_stats,
+                   console_input=domains.console_input)
+
+
+def _prompt(domains: Domains, console: ConsoleOutput, args: argparse.Namespace) -> int:
+    from .repl.app import run_repl
+    domains.realtime = True             # a person watches: virtual time keeps to the clock
+    history = args.history or str(Path(os.environ.get("XDG_STATE_HOME") or
+                                       Path.home() / ".local" / "state") / "dbgvm" / "history")
+    try:
+        Path(history).parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        history = None
+    return run_repl(_monitor(domains), history_file=history, console_sink_setter=console.set_sink,
+                    scripts=args.scripts)
+
+
+def _batch_scripts(domains: Domains, scripts: list[str]) -> int:
+    """--batch -x: the scripts drive the VMs; the exit status is VM 0's if it ended, 1 when
+    a command failed, else 0."""
+    from .repl.app import run_script
+    monitor = _monitor(domains)
+    for path in scripts:
+        if not run_script(monitor, path, sys.stdout):
+            return 1
+        if monitor.quit_requested:
+            break
+    stop = monitor.vms[0].last_stop
+    return stop.exit_status if stop is not None else 0
 
 
 def _attach_stdin(domains: Domains) -> None:
@@ -222,12 +278,11 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, err: TextIO) -> int:
     VM; the guest runs only when gdb continues it."""
     from .gdbstub.server import GdbServer, parse_address
     from .gdbstub.transcript import Transcript
-    from .repl.commands import Monitor
 
     machine = domains.machines[0]
     try:
         address = parse_address(args.gdb or "1234")
-        server = GdbServer(machine, address, monitor=Monitor(machine).run,
+        server = GdbServer(machine, address, monitor=_monitor(domains).run,
                            log=lambda text: print(text, file=err), run=domains.run)
     except (ValueError, OSError) as exc:
         print(f"dbgvm: --gdb: {exc}", file=err)
@@ -251,6 +306,11 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, err: TextIO) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run":
+    if args.command != "run":
+        return USAGE_ERROR
+    try:
         return run_command(args, sys.stderr)
-    return USAGE_ERROR
+    except BrokenPipeError:
+        # the reader of our output went away (`| head`): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

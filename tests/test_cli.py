@@ -151,3 +151,25 @@ def test_several_vms_prefix_console_lines_and_trace_records(tmp_path):
     assert proc.stdout.startswith("[vm0] hello from basics\n")
     stops = [json.loads(line) for line in trace.read_text().splitlines()]
     assert [s["vm"] for s in stops if s["kind"] == "stop"][-1] == 0
+
+
+def test_batch_script_drives_the_bundled_guest(tmp_path):
+    script = tmp_path / "cmds"
+    script.write_text("# type into the guest, run it to its end\nsend echo from-the-script\n"
+                      "send poweroff\ncontinue\n")
+    proc = dbgvm("run", "--batch", "-x", str(script), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "$ from-the-script\n" in proc.stdout
+    assert "poweroff: guest powered off" in proc.stdout
+
+
+def test_batch_script_error_is_one_line_with_a_caret_and_status_1(tmp_path):
+    script = tmp_path / "cmds"
+    script.write_text("info\nbreak +\ninfo\n")
+    proc = dbgvm("run", str(build("basics")), "--batch", "-x", str(script))
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    error = next(i for i, line in enumerate(lines) if "error" in line)
+    assert lines[error].startswith(f"{script}:2: ")
+    assert lines[error + 1].strip() == "^"
+    assert proc.stdout.count("vm 0 of 1") == 1          # the third command did not run
