@@ -29,6 +29,7 @@ CASES = {
     "paging": lambda tmp: ((), ()),
     "spaces": lambda tmp: ((), ()),
     "vif": lambda tmp: ((), ()),
+    "cflost": lambda tmp: ((), ()),
     "desctables": lambda tmp: (("-append", "mode=flat"), ("--append", "mode=flat")),
     "desctables-paging": lambda tmp: (("-append", "mode=paging"), ("--append", "mode=paging")),
     "mbinfo": lambda tmp: (("-append", "hello world", "-initrd", f"{_module(tmp)} arg1"),

@@ -433,14 +433,16 @@ class Machine:
     def _page_fault(self, error_code: int, eip: int) -> None:
         """A #PF under the shadow: fill and restart, or reflect to the guest."""
         vaddr = self.uc.reg_read(UC_X86_REG_CR2)
+        write = bool(error_code & 2)
+        counted = write or not self._is_fetch(vaddr, eip)
+        if counted:
+            self._latch.settle_flags()   # the instruction had started: see uc_internals, 3
         if vaddr >= MONITOR_HOLE:
             self._emit(EventKind.TRAP, eip, vector=int(Vector.PF),
                        insn=self.describe_insn(eip), action="reflect")
             self._reflect(GuestFault(Vector.GP, 0), eip)
             return
         ring3 = self.vcpu.cpl == 3
-        write = bool(error_code & 2)
-        counted = write or not self._is_fetch(vaddr, eip)
         self._trap_counted = counted
         try:
             fault = self.mmu.handle_fault(vaddr, write, ring3, eip)
@@ -521,6 +523,7 @@ class Machine:
                 if intno == Vector.PF:
                     self._page_fault(info.error_code, eip)
                 else:
+                    self._latch.settle_flags()
                     self._handle_fault(intno, info.error_code, eip)
         except GuestStop as stop:
             self._end(stop.reason, self._stop_message(stop.message, self.trap_eip), 1,

@@ -8,10 +8,24 @@
 2. ``uc->emu_counter``, the number of instructions started in the current ``emu_start``: it
    lets every event carry the exact count of retired guest instructions even when a hook fires
    in the middle of a quantum.
+3. Arithmetic flags after a fault: when any UC_HOOK_CODE covers an instruction (``count=N``
+   installs one for every address), Unicorn's translator emits before it the hook call and
+   ``gen_compute_eflags``, which leaves the flags materialised in ``env->cc_src`` with
+   ``cc_op`` = CC_OP_EFLAGS, but only lazily in the translator (``env->cc_op`` is not stored).
+   The instruction's ``insn_start`` already recorded the previous ``cc_op`` (say CC_OP_SUBL
+   after a CMP). When the instruction faults, ``restore_state_to_opc`` writes that stale
+   ``cc_op`` back (or, for CC_OP_DYNAMIC, leaves an older one): ``cc_src`` now holds EFLAGS
+   but is decoded as CMP's second operand, so CF/OF/AF come out wrong both in the hook and
+   after the restart (ZF/SF/PF survive: they come from ``cc_dst``). Setting ``env->cc_op`` to
+   CC_OP_EFLAGS in the hook is exact, provided the instruction had started, i.e. the fault is
+   not a #PF on fetching it (those are raised while translating, before any of its code ran,
+   and leave a consistent state). Without a code hook Unicorn is right and this must not be
+   applied: dbgvm always runs with ``count=N``.
 
-Offsets are found once per process by calibration on a scratch engine (markers in DR0..DR3, a
-distinctive ``count``), then verified with provoked faults whose error code is known. If the
-layout does not match, :class:`UnicornLayoutError` says so and nothing runs.
+Offsets are found once per process by calibration on a scratch engine (markers in DR0..DR3 and
+in the general registers, a distinctive ``count``), then verified with provoked faults whose
+error code is known, and with a CMP whose CF is lost across a fault unless repaired. If the
+layout or the behaviour does not match, :class:`UnicornLayoutError` says so and nothing runs.
 """
 from __future__ import annotations
 
@@ -23,8 +37,9 @@ from dataclasses import dataclass
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_REG_CS, UC_X86_REG_DR0, UC_X86_REG_DR1, UC_X86_REG_DR2,
-                               UC_X86_REG_DR3, UC_X86_REG_DS, UC_X86_REG_EIP, UC_X86_REG_ESP,
-                               UC_X86_REG_GDTR, UC_X86_REG_SS)
+                               UC_X86_REG_DR3, UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBX,
+                               UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EFLAGS,
+                               UC_X86_REG_EIP, UC_X86_REG_ESP, UC_X86_REG_GDTR, UC_X86_REG_SS)
 
 
 class UnicornLayoutError(RuntimeError):
@@ -39,6 +54,15 @@ _DR_MARKERS = (0x5EEDD001, 0x5EEDD002, 0x5EEDD003, 0x5EEDD004)  # DRn are 32-bit
 _ERROR_CODE_FROM_DR0 = -16
 _IS_INT_FROM_DR0 = -12
 _OLD_EXCEPTION_FROM_DR0 = 8 * 8 + 4 * 8
+_GPRS = (UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EBX)
+_GPR_MARKERS = (0x5EEDC001, 0x5EEDC002, 0x5EEDC003, 0x5EEDC004)
+_EIP_MARKER = 0x5EEDC005
+# CPUX86State starts: target_ulong regs[16], eip, eflags, cc_dst, cc_src, cc_src2; uint32_t cc_op
+_EIP_FROM_REGS = 16 * 8
+_CC_SRC_FROM_REGS = 19 * 8
+_CC_OP_FROM_REGS = 21 * 8
+CC_OP_EFLAGS = 1    # enum CCOp: CC_OP_DYNAMIC, CC_OP_EFLAGS, CC_OP_MULB..Q, ADDB..Q, ADCB..Q, SUBB..
+CC_OP_SUBL = 16
 _COUNT_MARKER = 0x0DB65EED00012345
 _COUNTER_SCAN_LIMIT = 1 << 16
 _WORD = ctypes.sizeof(ctypes.c_size_t)
@@ -63,10 +87,12 @@ class ExceptionInfo:
 
 @dataclass(frozen=True)
 class Layout:
-    """Offsets of the internals: DR0 within a saved context, emu_counter within the engine."""
+    """Offsets of the internals: DR0 and the general registers within a saved context,
+    emu_counter within the engine."""
 
     dr0_in_context: int
     counter_in_engine: int
+    regs_in_context: int
 
 
 def _context_address(ctx) -> int:
@@ -87,11 +113,30 @@ class ExceptionLatch:
         self._error_code = ctypes.c_int32.from_address(base + _ERROR_CODE_FROM_DR0)
         self._is_int = ctypes.c_int32.from_address(base + _IS_INT_FROM_DR0)
         self._old_exception = ctypes.c_int32.from_address(base + _OLD_EXCEPTION_FROM_DR0)
+        regs = _context_address(self._ctx) + layout.regs_in_context
+        self._cc_op = ctypes.c_uint32.from_address(regs + _CC_OP_FROM_REGS)
 
     def pending(self) -> ExceptionInfo:
         """The details of the exception a hook is handling."""
         _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
         return ExceptionInfo(self._error_code.value & 0xFFFFFFFF, bool(self._is_int.value))
+
+    def settle_flags(self) -> None:
+        """Repair the arithmetic flags of a faulting instruction that had started (module doc,
+        item 3): its flags are materialised in ``cc_src``, so ``cc_op`` must say CC_OP_EFLAGS.
+
+        Call it right after :meth:`pending`, before anything reads the flags or changes the CPU
+        state (it restores the context ``pending`` saved), and never for a #PF on fetching the
+        instruction. A no-op (no restore) when ``cc_op`` is already right."""
+        if self._cc_op.value != CC_OP_EFLAGS:
+            self._cc_op.value = CC_OP_EFLAGS
+            _check(uclib.uc_context_restore(self._handle, self._ctx.context),
+                   "uc_context_restore")
+
+    def raw_cc(self) -> tuple[int, int]:
+        """``(env->cc_op, env->cc_src)`` as of the last :meth:`pending` (for the self-test)."""
+        return self._cc_op.value, ctypes.c_uint64.from_address(
+            ctypes.addressof(self._cc_op) - _CC_OP_FROM_REGS + _CC_SRC_FROM_REGS).value
 
     def rearm(self) -> None:
         """Reset ``old_exception`` to -1. Call it last in the hook: some Unicorn calls made while
@@ -165,6 +210,58 @@ def _locate_dr0(uc: Uc) -> int:
     return offset
 
 
+def _locate_regs(uc: Uc) -> int:
+    for reg, marker in zip(_GPRS, _GPR_MARKERS):
+        uc.reg_write(reg, marker)
+    uc.reg_write(UC_X86_REG_EIP, _EIP_MARKER)
+    ctx = uc.context_save()
+    blob = ctypes.string_at(_context_address(ctx), ctx.size)
+    offset = blob.find(struct.pack("<4Q", *_GPR_MARKERS))
+    for reg in _GPRS:
+        uc.reg_write(reg, 0)
+    if offset < 0 or blob.find(struct.pack("<4Q", *_GPR_MARKERS), offset + 1) >= 0 or \
+            blob[offset + _EIP_FROM_REGS:offset + _EIP_FROM_REGS + 8] != \
+            struct.pack("<Q", _EIP_MARKER):
+        raise UnicornLayoutError("cannot locate the general registers in Unicorn's CPU context "
+                                 "(dbgvm needs unicorn==2.1.4)")
+    return offset
+
+
+# At 0x3100, ring 3: mov ax,0x10; mov ecx,0x2000; mov esi,0x12e000; xor ebx,ebx; cmp ecx,esi
+# (CF=1); mov ds,ax (#GP 0x10, skipped by the hook); setc bl
+_CC_TEST = 0x3100
+_CC_TEST_CODE = bytes.fromhex("66b81000 b900200000 be00e01200 31db 39f1 8ed8 0f92c3")
+_CC_TEST_EFLAGS = 0x85   # CF|PF|SF of 0x2000 - 0x12e000, as gen_compute_eflags leaves them
+
+
+def _check_flags_repair(uc: Uc, latch: ExceptionLatch) -> None:
+    """The CMP's CF must be lost across the #GP exactly as module doc item 3 says (cc_op back
+    to CC_OP_SUBL, cc_src holding EFLAGS), and settle_flags must bring it back."""
+    uc.mem_write(_CC_TEST, _CC_TEST_CODE)
+    seen: list[tuple[int, int, int, int, int]] = []
+
+    def on_intr(u: Uc, intno: int, _: object) -> None:
+        info = latch.pending()
+        cc_op, cc_src = latch.raw_cc()
+        latch.settle_flags()
+        seen.append((intno, info.error_code, cc_op, cc_src, u.reg_read(UC_X86_REG_EFLAGS) & 1))
+        u.reg_write(UC_X86_REG_EIP, u.reg_read(UC_X86_REG_EIP) + 2)
+        latch.rearm()
+
+    hook = uc.hook_add(UC_HOOK_INTR, on_intr)
+    uc.ctl_set_exits([_CC_TEST + len(_CC_TEST_CODE)])
+    uc.ctl_flush_tb()
+    uc.emu_start(_CC_TEST, 0, count=100)
+    uc.ctl_set_exits([])
+    uc.hook_del(hook)
+    expected = [(13, 0x10, CC_OP_SUBL, _CC_TEST_EFLAGS, 1)]
+    bl = uc.reg_read(UC_X86_REG_EBX) & 0xFF
+    if seen != expected or bl != 1:
+        raise UnicornLayoutError(
+            f"Unicorn flags self-test failed: faults (vector, error, cc_op, cc_src, CF) {seen}, "
+            f"setc {bl}; expected {expected} and setc 1 (dbgvm needs unicorn==2.1.4)")
+
+
 def _locate_counter(uc: Uc) -> int:
     # The IRET lands on an exit, so this runs one instruction and leaves the distinctive count
     # in uc->emu_count, which sits right after uc->emu_counter.
@@ -184,10 +281,11 @@ def calibrated_layout() -> Layout:
     """Locate the internals and verify them; raises UnicornLayoutError on any mismatch.
 
     Loading selector 0x10 (DPL 0) into DS at CPL 3 must give #GP with error code 0x10 at the
-    second instruction; after rearm() the next one must again be #GP(0x10), not #DF.
+    second instruction; after rearm() the next one must again be #GP(0x10), not #DF. Then a
+    CMP's CF must be lost across such a #GP as expected, and repaired by settle_flags().
     """
     uc = _scratch_engine()
-    layout = Layout(_locate_dr0(uc), _locate_counter(uc))
+    layout = Layout(_locate_dr0(uc), _locate_counter(uc), _locate_regs(uc))
     latch = ExceptionLatch(uc, layout)
     counter = InstructionCounter(uc, layout)
     seen: list[tuple[int, int, bool, int]] = []
@@ -198,12 +296,14 @@ def calibrated_layout() -> Layout:
         u.reg_write(UC_X86_REG_EIP, u.reg_read(UC_X86_REG_EIP) + 2)
         latch.rearm()
 
-    uc.hook_add(UC_HOOK_INTR, on_intr)
+    hook = uc.hook_add(UC_HOOK_INTR, on_intr)
     uc.ctl_flush_tb()
     uc.emu_start(0x3000, 0, count=5)
+    uc.hook_del(hook)
     expected = [(13, 0x10, False, 2), (13, 0x10, False, 3)]
     if seen != expected or counter.read() != 6 or latch.old_exception() != -1:
         raise UnicornLayoutError(
             f"Unicorn self-test failed: faults {seen}, counter {counter.read()}; expected "
             f"{expected} and counter 6 (dbgvm needs unicorn==2.1.4)")
+    _check_flags_repair(uc, latch)
     return layout

@@ -29,10 +29,7 @@ CFLAGS = ("-m32", "-march=i686", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno
           "-Wno-implicit-fallthrough", "-mgeneral-regs-only", "-mno-red-zone",
           "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables",
           "-fno-tree-loop-distribute-patterns", "-fcf-protection=none",
-          "-fno-merge-constants",   # ld would merge the shell's strings into kernel pages
-          # Keep a CMP next to its conditional jump: Unicorn 2.1.4 loses CF/OF of a CMP when
-          # a page fault (a shadow fill under dbgvm) hits an instruction between them.
-          "-fno-schedule-insns2")
+          "-fno-merge-constants")   # ld would merge the shell's strings into kernel pages
 ASFLAGS = ("--32", "-g")
 LDFLAGS = ("-m", "elf_i386", "-nostdlib", "-z", "noexecstack", "-z", "max-page-size=4096")
 
