@@ -23,6 +23,12 @@ COMMAND_LINES = [
     ("c", S.Continue()),
     ("step", S.Step()),
     ("s 5", S.Step(n(5, 2))),
+    ("rstep", S.ReverseStep()),
+    ("rstep 3", S.ReverseStep(n(3, 6))),
+    ("rstep $ecx*2", S.ReverseStep(Binary(Op.MUL, Register("ecx", 6), n(2, 11), 6))),
+    ("rcontinue", S.ReverseContinue()),
+    ("goto 100", S.Goto(n(100, 5))),
+    ("goto 0x10 + 2", S.Goto(Binary(Op.ADD, n(0x10, 5), n(2, 12), 5))),
     ("stop", S.StopCommand()),
     ("break main+4", S.Break(Binary(Op.ADD, Symbol("main", 6), n(4, 11), 6))),
     ("b 0x100", S.Break(n(0x100, 2))),
@@ -134,6 +140,13 @@ SYNTAX_ERRORS = [
     ("pt", Problem.UNEXPECTED_END, 2),
     ("trace on", Problem.UNEXPECTED_END, 8),
     ("b 1 @", Problem.BAD_CHARACTER, 4),
+    ("goto", Problem.UNEXPECTED_END, 4),
+    ("goto 1 2", Problem.UNEXPECTED_TOKEN, 7),
+    ("goto (3", Problem.UNEXPECTED_END, 7),
+    ("rstep 1 2", Problem.UNEXPECTED_TOKEN, 8),
+    ("rcontinue 1", Problem.UNEXPECTED_TOKEN, 10),
+    ("goto $nope", Problem.UNKNOWN_REGISTER, 5),
+    ("rstep @", Problem.BAD_CHARACTER, 6),
     ("x $nope", Problem.UNKNOWN_REGISTER, 2),
     ("set foo = 1", Problem.UNKNOWN_REGISTER, 4),
     ("trace on vif,bogus", Problem.UNKNOWN_KIND, 13),
@@ -180,6 +193,16 @@ def test_messages_name_what_was_expected():
     assert message("pt") == "the command ends too soon; expected 'stats' or 'walk'"
     assert message("set eax 1") == "unexpected '1'; expected '='"
     assert message("b 1 @") == "unexpected character '@'"
+    assert message("goto") == "the command ends too soon; expected an expression"
+    assert message("rcontinue 1") == "unexpected '1'; expected the end"
+    assert message("rstep 1 2") == "unexpected '2'; expected the end"
+
+
+def test_going_back_runs_the_guest_in_the_background():
+    for line in ("rstep", "rcontinue", "goto 3"):
+        command = parse(line)
+        assert command.runs_guest and not command.while_running
+        assert S.lookup(line.split()[0]) == [type(command)]
 
 
 def test_every_message_of_the_catalogue_is_tested():

@@ -125,6 +125,9 @@ def test_completer_offers_what_the_grammar_accepts():
     assert complete("watch re") == ["read"]
     assert complete("set cr") == ["cr0", "cr2", "cr3", "cr4"]
     assert complete("help step") == ["step", "step-irqs"]
+    assert complete("rs") == ["rstep"] and complete("rc") == ["rcontinue"]
+    assert complete("goto de_i") == ["de_insn"]
+    assert "goto" in complete("help g")
 
 
 def test_highlighting_marks_commands_numbers_registers_symbols():
@@ -168,6 +171,27 @@ def test_stop_command_while_running_and_toolbar():
     assert " paused | eip " in bar and "stop: requested" in bar
     assert re.search(r"eip 0x[0-9a-f]+ <\w+", bar)
     assert f"icount {guest.machine.icount}" in bar
+
+
+def test_going_back_through_the_prompt_updates_the_toolbar():
+    from dbgvm.record.reverse import ReverseEngine
+    end = Guest("basics").machine
+    end.run()
+    guest = Guest("basics")
+    mon = Monitor(guest.machine, reverse=ReverseEngine(guest.machine, end.icount))
+    out: list[str] = []
+    repl = Repl(mon, write=out.append)
+    assert repl.handle("step 5", wait=True)
+    assert repl.handle("rstep 2", wait=True)
+    assert out[-1].endswith("   (icount 3)\n")
+    bar = repl.toolbar()
+    assert " paused | eip " in bar and "icount 3 | stop: step" in bar
+    assert repl.handle("rcontinue", wait=True)
+    assert out[-1].startswith("start of the recorded run\n")
+    assert "icount 0 | stop: history-start" in repl.toolbar()
+    plain = Repl(Monitor(Guest("basics").machine), write=out.append)
+    assert not plain.handle("goto 3", wait=True)
+    assert out[-1].startswith("error: going backwards needs a recorded run")
 
 
 def test_history_file_keeps_commands(tmp_path):

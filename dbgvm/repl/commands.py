@@ -10,6 +10,10 @@ the current machine's ``run``), so the CLI can run several VMs side by side and 
 devices. Unicorn must be driven from one thread at a time; while a command runs the guest,
 another thread may only call the commands marked ``while_running`` (stop, help, send, quit),
 which never touch a Machine: ``stop`` just sets the flag the runner's ``interrupted`` polls.
+
+Given a ``reverse`` engine (a replayed run, dbgvm.record.reverse.ReverseEngine), ``rstep``,
+``rcontinue`` and ``goto`` move its machine back and forth in the recorded run, and ``continue``
+and ``step`` on that machine go forward through the engine, which stops at the recorded end.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from ..core.debug import DebugError
 from ..core.events import Event, EventKind
@@ -39,6 +44,37 @@ from .tables_view import gdt_report, idt_report, tss_report
 Runner = Callable[[int | None, Callable[[], bool] | None], Stop]
 HalStats = Callable[[int], str]
 ConsoleInput = Callable[[int, bytes], None]
+
+
+class ReverseExecution(Protocol):
+    """Going back and forth in a recorded run of ``machine`` (what the monitor needs of
+    dbgvm.record.reverse.ReverseEngine, without depending on dbgvm.record)."""
+
+    machine: Machine
+    end_icount: int
+
+    def run(self, max_insns: int | None = None, *,
+            interrupted: Callable[[], bool] | None = None) -> Stop:
+        """Forward, never past the recorded end (then HISTORY_END)."""
+        ...
+
+    def step(self) -> Stop:
+        """One instruction forward (HISTORY_END at the recorded end)."""
+        ...
+
+    def goto(self, icount: int) -> Stop:
+        """The state after exactly ``icount`` instructions (clamped to the run); STEP."""
+        ...
+
+    def step_back(self, count: int = 1) -> Stop:
+        """``count`` instructions back: STEP, or HISTORY_START when already at icount 0."""
+        ...
+
+    def continue_back(self) -> Stop:
+        """Back to the last breakpoint or watchpoint hit before now (BREAKPOINT or
+        WATCHPOINT), else to the start of the run (HISTORY_START)."""
+        ...
+
 
 EVENT_HISTORY = 10_000
 DEFAULT_EVENTS = 20
@@ -89,17 +125,21 @@ class Monitor:
                  machines: Sequence[Machine] | None = None,
                  hal_stats: HalStats | None = None,
                  console_input: ConsoleInput | None = None,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None,
+                 reverse: ReverseExecution | None = None) -> None:
         machines = list(machines) if machines else []
         if machine is not None and machine not in machines:
             machines.insert(0, machine)
         if not machines:
             raise ValueError("a Monitor needs at least one machine")
+        if reverse is not None and not any(m is reverse.machine for m in machines):
+            raise ValueError("the reverse engine's machine is not one of the monitor's")
         self.vms = [VmState(i, m, SymbolTable(m.symbols)) for i, m in enumerate(machines)]
         self.current = 0
         self._runner = run
         self.hal_stats = hal_stats
         self.console_input = console_input
+        self.reverse = reverse
         # where traced events go while the guest runs (the prompt prints them above itself);
         # without it they are part of the output of the command that ran the guest
         self.notify = notify
@@ -269,6 +309,9 @@ class Monitor:
                 stop = self._step_once()
                 if stop.reason is not StopReason.STEP or self._stop_flag.is_set():
                     return stop
+            engine = self._forward_engine()
+            if engine is not None:
+                return engine.run(None, interrupted=self._stop_flag.is_set)
             if self._runner is not None:
                 return self._runner(None, self._stop_flag.is_set)
             return self.machine.run(None, interrupted=self._stop_flag.is_set)
@@ -297,12 +340,14 @@ class Monitor:
         fill reports the breakpoint again without retiring anything (the fill is done by
         then): step again, so that a step always makes progress."""
         m = self.machine
+        engine = self._forward_engine()
+        step = m.step if engine is None else engine.step
         before = m.icount
-        stop = m.step()
+        stop = step()
         for _ in range(2):
             if stop.reason is not StopReason.BREAKPOINT or m.icount != before:
                 break
-            stop = m.step()
+            stop = step()
         return stop
 
     def _after_stop(self, stop: Stop) -> str:
@@ -335,10 +380,68 @@ class Monitor:
             head = stop.message
         elif reason is StopReason.REQUESTED:
             head = "stopped"
+        elif reason is StopReason.HISTORY_START:
+            head = "start of the recorded run"
+        elif reason is StopReason.HISTORY_END:
+            head = "end of the recorded run"
         else:
             head = f"{reason.value}: {stop.message}"
         text = f"{head}\n" if head else ""
         return text + self._where().rstrip("\n") + f"   (icount {stop.icount})\n"
+
+    # -- going back and forth in a recorded run ------------------------------------------
+    def _forward_engine(self) -> ReverseExecution | None:
+        """The engine that runs the current VM forward, if it is the recorded one."""
+        engine = self.reverse
+        return engine if engine is not None and engine.machine is self.machine else None
+
+    def _engine(self) -> ReverseExecution:
+        engine = self._forward_engine()
+        if engine is not None:
+            return engine
+        if self.reverse is None:
+            raise fail(Problem.NO_HISTORY)
+        index = next(vm.index for vm in self.vms if vm.machine is self.reverse.machine)
+        raise fail(Problem.NOT_THE_RECORDED_VM, index=index)
+
+    def _do_ReverseStep(self, command: S.ReverseStep) -> str:
+        engine = self._engine()
+        count = self._count(command.count, 1, MAX_STEPS)
+        before = self.machine.icount
+        stop = self._run_guest(lambda: engine.step_back(count))
+        if stop.reason is StopReason.STEP and count > before:
+            stop = replace(stop, reason=StopReason.HISTORY_START,
+                           message="start of the recorded run")
+        return self._take_collected() + self._moved_in_time(stop)
+
+    def _do_ReverseContinue(self, command: S.ReverseContinue) -> str:
+        engine = self._engine()
+        stop = self._run_guest(engine.continue_back)
+        return self._take_collected() + self._moved_in_time(stop)
+
+    def _do_Goto(self, command: S.Goto) -> str:
+        engine = self._engine()
+        icount = self._value(command.icount)
+        if not 0 <= icount <= engine.end_icount:
+            raise fail(Problem.OUTSIDE_HISTORY, start_column(command.icount), value=icount,
+                       end=engine.end_icount)
+        stop = self._run_guest(lambda: engine.goto(icount))
+        return self._take_collected() + self._moved_in_time(stop)
+
+    def _moved_in_time(self, stop: Stop) -> str:
+        """After a jump in the recorded run: what the monitor keeps must describe the new
+        point. Events at or after it have not happened (yet: going forward publishes them
+        again); the VM has not ended; then the stop is booked and shown as any other."""
+        vm = self.vm
+        now = self.machine.icount
+        if any(e.icount >= now for e in vm.history):
+            kept = [e for e in vm.history if e.icount < now]
+            vm.history.clear()
+            vm.history.extend(kept)
+        if vm.last_catch is not None and vm.last_catch.icount >= now:
+            vm.last_catch = None
+        vm.ended = None
+        return self._after_stop(stop)
 
     def _do_StopCommand(self, command: S.StopCommand) -> str:
         if not self._running:

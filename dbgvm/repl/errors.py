@@ -48,6 +48,9 @@ class Problem(enum.Enum):
     ENDED = "the guest has ended ({reason}): there is nothing more to run"
     NO_VM = "there is no VM {index} (VMs 0..{last})"
     NO_CONSOLE_INPUT = "this VM takes no console input here"
+    NO_HISTORY = "going backwards needs a recorded run: use `dbgvm replay FILE`"
+    NOT_THE_RECORDED_VM = "only VM {index} has a recorded run to go back in ('vm {index}')"
+    OUTSIDE_HISTORY = "icount {value} is outside the recorded run (0..{end})"
 
 
 @dataclass

@@ -168,6 +168,15 @@ class _Build(Transformer):
     def step(self, children):
         return S.Step(children[0] if children else None)
 
+    def rstep(self, children):
+        return S.ReverseStep(children[0] if children else None)
+
+    def rcontinue(self, _):
+        return S.ReverseContinue()
+
+    def goto(self, children):
+        return S.Goto(children[0])
+
     def stop(self, _):
         return S.StopCommand()
 

@@ -308,8 +308,37 @@ class StepIrqs(Command):
     help = "Deliver interrupts while single-stepping (default off, as QEMU's gdbstub)."
 
 
+@dataclass(frozen=True)
+class ReverseStep(Command):
+    count: Expr | None = None
+    names = ("rstep",)
+    usage = "rstep [N]"
+    help = ("Go back N (default 1) instructions in a recorded run (dbgvm replay), then show "
+            "the next instruction; the start of the run stops it.")
+    runs_guest = True
+
+
+@dataclass(frozen=True)
+class ReverseContinue(Command):
+    names = ("rcontinue",)
+    usage = "rcontinue"
+    help = ("Go back in a recorded run (dbgvm replay) to the last breakpoint or watchpoint hit "
+            "before the current point, or to the start of the run when there is none.")
+    runs_guest = True
+
+
+@dataclass(frozen=True)
+class Goto(Command):
+    icount: Expr
+    names = ("goto",)
+    usage = "goto ICOUNT"
+    help = ("Go to the state after ICOUNT instructions of a recorded run (dbgvm replay), "
+            "backwards or forwards, without stopping at breakpoints on the way.")
+    runs_guest = True
+
+
 COMMANDS: tuple[type[Command], ...] = (
-    Continue, Step, StopCommand, Break, Delete, Info, InfoBreakpoints, Watch, Catch, Uncatch,
+    Continue, Step, ReverseStep, ReverseContinue, Goto, StopCommand, Break, Delete, Info, InfoBreakpoints, Watch, Catch, Uncatch,
     Trace, Events, Regs, SetRegister, Examine, Disas, PtWalk, PtStats, Gdt, Idt, Tss,
     PicCommand, PitCommand, HalStats, Quit, Help, Vm, Send, SetPhysical, StepIrqs)
 
