@@ -22,6 +22,11 @@ from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
 from .hal.block import DiskError
 from .hal.pcap import PcapWriter
+from .record.recorder import Recorder, file_entry
+from .record.replay import Replay
+from .record.reverse import DEFAULT_INTERVAL, ReverseEngine
+from .record.trace import TraceError
+from .record.trace import read as read_trace
 
 if TYPE_CHECKING:
     from .repl.commands import Monitor
@@ -75,6 +80,26 @@ def _parser() -> argparse.ArgumentParser:
                      help="do not start the guest: wait for gdb to continue it")
     run.add_argument("--gdb-transcript", metavar="FILE",
                      help="record every packet exchanged with gdb, as JSON Lines (tests)")
+    run.add_argument("--record", metavar="FILE", help="record the run to FILE (inputs, "
+                     "events, final state) for `dbgvm replay` (docs/trace-format.md)")
+    replay = sub.add_parser("replay", help="re-execute a recorded run and check it is the same",
+                            description="Replay a run recorded with `dbgvm run --record` and "
+                            "verify that it gives the same events and final state; with -s, "
+                            "--gdb, -x or without --batch, debug it, backwards too.")
+    replay.add_argument("file", metavar="FILE", help="the recorded run")
+    replay.add_argument("--batch", action="store_true",
+                        help="no prompt: verify the replay (or run the -x scripts) and exit")
+    replay.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
+                        help="run the monitor commands in FILE (repeatable)")
+    replay.add_argument("--history", metavar="FILE", help="the prompt's history file")
+    replay.add_argument("-s", dest="gdb_default", action="store_true",
+                        help="serve gdb on 127.0.0.1:1234 (reverse execution included)")
+    replay.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb on PORT")
+    replay.add_argument("-S", dest="paused", action="store_true",
+                        help="(accepted for symmetry: a replay served to gdb starts paused)")
+    replay.add_argument("--snapshot-every", type=int, default=DEFAULT_INTERVAL, metavar="N",
+                        help=f"snapshot every N instructions for going backwards (default "
+                        f"{DEFAULT_INTERVAL})")
     return parser
 
 
@@ -170,7 +195,8 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
     try:
         from .guest import GuestBuildError
         try:
-            image = load(_kernel(args), args.m << 20, args.append, _modules(args.initrd))
+            kernel = _kernel(args)
+            image = load(kernel, args.m << 20, args.append, _modules(args.initrd))
             pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
             domains = Domains(image, args.vms, DomainConfig(args.m, args.disk,
                                                             args.disk_writable),
@@ -190,6 +216,12 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
             opened.append(out)
         opened.append(domains)
         _subscribe_traces(domains, trace_kinds, out, err)
+        if args.record:
+            try:
+                opened.append(_start_recording(args, kernel, domains))
+            except (OSError, ValueError) as exc:
+                print(f"dbgvm: --record: {exc}", file=err)
+                return USAGE_ERROR
         if args.gdb or args.gdb_default:
             return _serve_gdb(domains, args, err)
         if not args.batch:
@@ -209,6 +241,38 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
     finally:
         for thing in reversed(opened):
             thing.close()
+
+
+class _Recording:
+    """Closes the trace when the run is over (the stop of each VM that ended)."""
+
+    def __init__(self, recorder: Recorder, domains: Domains) -> None:
+        self._recorder, self._domains = recorder, domains
+
+    def close(self) -> None:
+        self._recorder.finish({d.index: d.stop for d in self._domains.domains
+                               if d.stop is not None})
+
+
+MAX_EMBEDDED_DISK = 64 << 20
+
+
+def _start_recording(args: argparse.Namespace, kernel: str, domains: Domains) -> _Recording:
+    header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=False),
+                    "append": args.append, "ram_mb": args.m, "vms": args.vms,
+                    "network": True, "disk": None, "initrd": []}
+    header["kernel"]["bundled"] = args.kernel is None
+    for module in _modules(args.initrd):
+        header["initrd"].append({**file_entry(module.name, module.data, embed=True),
+                                 "spec": module.cmdline})
+    if args.disk:
+        data = Path(args.disk).read_bytes()
+        if len(data) > MAX_EMBEDDED_DISK:
+            raise ValueError(f"the disk image is larger than {MAX_EMBEDDED_DISK >> 20} MiB "
+                             "(a trace carries the image it started from)")
+        header["disk"] = {**file_entry(args.disk, data, embed=True),
+                          "writable": args.disk_writable}
+    return _Recording(Recorder(args.record, header, domains.machines), domains)
 
 
 def _monitor(domains: Domains) -> Monitor:
@@ -304,12 +368,83 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, err: TextIO) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command != "run":
+def replay_command(args: argparse.Namespace, err: TextIO) -> int:
+    try:
+        trace = read_trace(args.file)
+        vms = trace.header.get("vms", 1)
+        console = ConsoleOutput(vms)
+        replay = Replay(trace, console.write)
+    except (TraceError, LoadError, DiskError, KeyError, TypeError, ValueError) as exc:
+        print(f"dbgvm: {exc}", file=err)
         return USAGE_ERROR
     try:
-        return run_command(args, sys.stderr)
+        if not (args.gdb or args.gdb_default or args.scripts or not args.batch):
+            problems = replay.run_and_verify()
+            console.flush()
+            for problem in problems:
+                print(f"dbgvm: {problem if isinstance(problem, str) else problem.describe()}",
+                      file=err)
+            if problems:
+                return 1
+            ends = trace.ends
+            print("dbgvm: replay identical to the recording: " + "; ".join(
+                f"vm{vm} {ends[vm].events} events, icount {ends[vm].icount}, {ends[vm].reason}"
+                for vm in sorted(ends)), file=err)
+            return 0
+        return _debug_replay(replay, console, args, err)
+    finally:
+        replay.close()
+
+
+def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespace,
+                  err: TextIO) -> int:
+    """VM 0 of the replay under the monitor and/or gdb, forwards and backwards."""
+    from .repl.commands import Monitor
+    machine = replay.domains.machines[0]
+    verifier = replay.verifiers[0]
+
+    def going_back() -> None:
+        if verifier.enabled:
+            verifier.enabled = False
+            print("dbgvm: going back in time: the replay is no longer checked against the "
+                  "recording", file=err)
+    engine = ReverseEngine(machine, replay.end_icount(0), args.snapshot_every, going_back)
+    monitor = Monitor(run=lambda max_insns, interrupted: engine.run(max_insns,
+                                                                    interrupted=interrupted),
+                      machines=[machine], reverse=engine)
+    if args.gdb or args.gdb_default:
+        from .gdbstub.server import GdbServer, parse_address
+        try:
+            server = GdbServer(machine, parse_address(args.gdb or "1234"), monitor=monitor.run,
+                               log=lambda text: print(text, file=err), run=engine.run,
+                               reverse=engine)
+        except (ValueError, OSError) as exc:
+            print(f"dbgvm: --gdb: {exc}", file=err)
+            return USAGE_ERROR
+        host, port = server.address
+        print(f"dbgvm: replaying {args.file}; waiting for gdb on {host}:{port}", file=err)
+        server.serve()
+        return 0
+    if args.batch:
+        from .repl.app import run_script
+        for path in args.scripts:
+            if not run_script(monitor, path, sys.stdout):
+                return 1
+            if monitor.quit_requested:
+                break
+        return 0
+    from .repl.app import run_repl
+    return run_repl(monitor, history_file=args.history, console_sink_setter=console.set_sink,
+                    scripts=args.scripts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"run": run_command, "replay": replay_command}
+    if args.command not in commands:
+        return USAGE_ERROR
+    try:
+        return commands[args.command](args, sys.stderr)
     except BrokenPipeError:
         # the reader of our output went away (`| head`): end quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -18,6 +18,7 @@ from .core.clock import NS_PER_INSN
 from .core.faults import StopReason
 from .core.loader import BootImage
 from .core.machine import Machine, Stop
+from .core.snapshot import Part
 from .hal.abi import Channel
 from .hal.block import BlockDevice
 from .hal.console import ConsoleDevice
@@ -56,7 +57,7 @@ class Domain:
     console: ConsoleDevice
     net: NetDevice | None
     block: BlockDevice | None
-    stop: Stop | None = None          # set once the domain is retired
+    stop: Stop | None = None          # how it ended (VMs other than 0 are then retired)
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,16 @@ class DomainConfig:
 class Domains:
     def __init__(self, image: BootImage, count: int, config: DomainConfig,
                  console_sink: Callable[[int, bytes], None], *, pcap: PcapWriter | None = None,
-                 notify: Callable[[str], None] = lambda text: None) -> None:
+                 notify: Callable[[str], None] = lambda text: None,
+                 replay: bool = False) -> None:
+        """``replay``: frames are not carried between VMs (each VM replays the frames it
+        received as recorded inputs)."""
         if count < 1:
             raise ValueError("--vms must be at least 1")
         if config.disk_writable and count > 1:
             raise ValueError("--disk-writable needs a single VM (each VM gets its own "
                              "copy-on-write view of the image otherwise)")
-        self.switch = Switch(pcap)
+        self.switch = Switch(pcap, forward=not replay)
         self.notify = notify
         self.realtime = False
         self.input: InputSource | None = None
@@ -108,7 +112,13 @@ class Domains:
             devices.append(net)
             machine.inputs.register(NET_INPUT, net.receive)
         machine.inputs.register(CONSOLE_INPUT, console.feed)
-        return Domain(index, machine, Hal(machine, devices), console, net, block)
+        hal = Hal(machine, devices)
+        # device state goes back in time with the machine (reverse execution)
+        machine.state_parts.append(Part("hal", hal, frozenset({"machine", "devices", "_ops"})))
+        machine.state_parts += [Part(name, device, frozenset({"_switch"}))
+                                for name, device in (("console", console), ("net", net),
+                                                     ("block", block)) if device is not None]
+        return Domain(index, machine, hal, console, net, block)
 
     @property
     def machines(self) -> list[Machine]:
@@ -145,11 +155,11 @@ class Domains:
         if self.input is None:
             return
         for vm, data in self.input.poll():
-            if 0 <= vm < len(self.domains) and self.domains[vm].stop is None:
+            if 0 <= vm < len(self.domains) and self.domains[vm] in self._live():
                 self.console_input(vm, data)
 
     def _live(self) -> list[Domain]:
-        return [d for d in self.domains if d.stop is None]
+        return [d for d in self.domains if d.stop is None or d.index == 0]
 
     def run(self, max_insns: int | None = None, *,
             interrupted: Callable[[], bool] | None = None) -> Stop:
@@ -177,10 +187,11 @@ class Domains:
                 stop = machine.run(budget, interrupted=interrupted, until_time=until)
                 if stop.reason is StopReason.TIME_SLICE:
                     continue
-                if domain.index != 0 and stop.reason in _FINAL:
+                if stop.reason in _FINAL:
                     domain.stop = stop
-                    self.notify(f"vm{domain.index}: {stop.reason.value}: {stop.message}")
-                    continue
+                    if domain.index != 0:
+                        self.notify(f"vm{domain.index}: {stop.reason.value}: {stop.message}")
+                        continue
                 self.current = domain.index
                 return stop
             if all(d.machine.halted for d in self._live()) and not self._idle():

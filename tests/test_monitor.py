@@ -682,9 +682,6 @@ def test_going_back_keeps_the_monitor_state_right():
         [e for e in everything if e.icount >= now]
 
 
-@pytest.mark.xfail(reason="engine bug: ReverseEngine.run runs Machine.run in pieces up to each "
-                   "snapshot point, and each piece publishes a `stop` event (max-insns) that "
-                   "the guest's run does not have", strict=True)
 def test_going_forward_through_snapshots_publishes_only_the_guest_events():
     """The engine runs forward in pieces to take its snapshots: the listeners (the
     monitor's history and trace, a replay's verifier) must see the events of one run."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,16 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[tuple[frozenset[EventKind], Listener]] = []
         self._wanted: frozenset[EventKind] = frozenset()
+        self._muted = 0
+
+    @contextmanager
+    def muted(self) -> Iterator[None]:
+        """No events while re-executing what listeners already saw (reverse execution)."""
+        self._muted += 1
+        try:
+            yield
+        finally:
+            self._muted -= 1
 
     def subscribe(self, kinds: Iterable[EventKind], listener: Listener) -> Callable[[], None]:
         entry = (frozenset(kinds), listener)
@@ -91,9 +102,11 @@ class EventBus:
 
     def wants(self, kind: EventKind) -> bool:
         """Whether anyone listens for ``kind`` (lets hot paths skip building an event)."""
-        return kind in self._wanted
+        return kind in self._wanted and not self._muted
 
     def publish(self, event: Event) -> None:
+        if self._muted:
+            return
         for kinds, listener in self._subscribers:
             if event.kind in kinds:
                 listener(event)

@@ -52,6 +52,8 @@ class StopReason(str, enum.Enum):
     REQUESTED = "requested"
     POWEROFF = "poweroff"
     TIME_SLICE = "time-slice"
+    HISTORY_START = "history-start"     # replay: reverse execution reached the recorded start
+    HISTORY_END = "history-end"         # replay: forward execution reached the recorded end
 
 
 class GuestStop(Exception):

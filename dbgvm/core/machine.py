@@ -11,7 +11,8 @@ import ctypes
 import mmap
 import struct
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
@@ -47,6 +48,7 @@ from .pit import PIT_PORTS, Pit
 from .port_bus import PortBus
 from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
 from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull, ShadowMmu
+from .snapshot import Part, SnapshotStore
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
 from .vcpu import (CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_TSD, GuestRegisters,
                    VirtualCpu)
@@ -121,6 +123,7 @@ class Machine:
         self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
         self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
         self.clock.add_timer(self.pit)
+        self.clock.add_timer(self.inputs)        # inputs scheduled by a replay
         self.mmu = ShadowMmu(self.hole, self.ram, self.ram_size, pool_offset=SHADOW_POOL,
                              pool_pages=SHADOW_POOL_PAGES, hole_pt_offset=HOLE_PAGE_TABLE,
                              emit=self._emit_pt,
@@ -133,6 +136,7 @@ class Machine:
         self._breakpoints: frozenset[int] = frozenset()
         self._exits: frozenset[int] = frozenset()      # what Unicorn holds now
         self._skip_exit: int | None = None
+        self._reported: tuple[int, int] | None = None   # (eip, icount) of a reported breakpoint
         self._bp_hooks: dict[int, int] = {}
         self._after_step: list[Callable[[], None]] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
@@ -159,6 +163,9 @@ class Machine:
                     UC_HOOK_MEM_FETCH_UNMAPPED, self._on_unmapped)
         self._enter_ring3()
         self.debug = Debugger(self)
+        self.state_parts: list[Part] = []        # devices' state, for snapshots
+        self._snapshots: SnapshotStore | None = None
+        self._debugger_suspended = False
 
     # -- start-up ---------------------------------------------------------------------------
     def _enter_ring3(self) -> None:
@@ -694,7 +701,7 @@ class Machine:
         """Between quanta: timers, inputs, waking from HLT, and taking an interrupt."""
         self.clock.expire()
         if self.inputs.pending():
-            self.inputs.apply(self.icount)
+            self.inputs.apply(self.icount, self.clock.now())
         eip = self.regs.read(UC_X86_REG_EIP)
         self.trap_eip = eip
         if self._halted:
@@ -726,8 +733,11 @@ class Machine:
         return self._halted
 
     def wakeup_time(self) -> int | None:
-        """Virtual time of the next timer interrupt that can reach the CPU (None: none can)."""
-        return None if self.pic.masked(PIT_IRQ) else self.clock.next_deadline()
+        """Virtual time of the next timer interrupt that can reach the CPU, or of the next
+        scheduled (replayed) input (None: nothing will come)."""
+        deadlines = [self.inputs.next_deadline(),
+                     None if self.pic.masked(PIT_IRQ) else self.pit.next_deadline()]
+        return min((d for d in deadlines if d is not None), default=None)
 
     def _idle(self, eip: int) -> bool:
         """HLT with the virtual IF set: let virtual time pass until an interrupt is pending
@@ -738,7 +748,7 @@ class Machine:
         A run with ``until_time`` idles no further than that and ends with TIME_SLICE."""
         while not self.pic.pending():
             if self.inputs.pending():
-                self.inputs.apply(self.icount)
+                self.inputs.apply(self.icount, self.clock.now())
                 continue
             deadline = self.wakeup_time()
             until = self._until_time
@@ -760,16 +770,18 @@ class Machine:
 
     def run(self, max_insns: int | None = None, *,
             interrupted: Callable[[], bool] | None = None,
-            until_time: int | None = None) -> Stop:
+            until_time: int | None = None, pause: bool = False) -> Stop:
         """Run until the guest ends, something stops it, or ``max_insns`` more instructions.
         ``interrupted`` is polled between quanta (a debugger's Ctrl-C). With ``until_time``
         (virtual time, see clock.py) the run also ends, with TIME_SLICE, when the virtual
-        clock reaches it: how several VMs are run side by side in lockstep."""
+        clock reaches it: how several VMs are run side by side in lockstep. ``pause``: the
+        instruction limit is the caller's own stopping point inside a longer run (no `stop`
+        event for it)."""
         limit = None if max_insns is None else self.icount + max_insns
         self._until_time = until_time
         self._stop = None
         self._step_off_breakpoint()
-        while True:
+        while self._stop is None:
             if interrupted is not None and interrupted():
                 self._end(StopReason.REQUESTED, "stopped by the debugger", 0)
                 break
@@ -806,14 +818,24 @@ class Machine:
             # stopped after the accessing instruction completed: report where the CPU is now
             stop = self._stop = replace(stop, eip=self.regs.read(UC_X86_REG_EIP),
                                         icount=self.icount)
-        if stop.reason is not StopReason.TIME_SLICE:   # a scheduler's pause, not an end
+        if stop.reason is StopReason.BREAKPOINT:
+            self.report_breakpoint_here()
+        if stop.reason is not StopReason.TIME_SLICE and not (
+                pause and stop.reason is StopReason.MAX_INSNS):   # a pause, not an end
             self._emit(EventKind.STOP, stop.eip, reason=stop.reason.value, message=stop.message)
         return stop
+
+    def report_breakpoint_here(self) -> None:
+        """The debugger has reported the breakpoint at the current instruction: resuming
+        runs it instead of stopping there again. (Run from a breakpoint nobody reported,
+        e.g. after a run that ended exactly there for another reason, stops at once.)"""
+        self._reported = (self.regs.read(UC_X86_REG_EIP), self.icount)
 
     def step(self) -> Stop:
         """Execute exactly one instruction. Interrupts are not taken before it unless
         ``irqs_while_stepping`` is set (QEMU's gdbstub NOIRQ default)."""
         self._stepping = not self.irqs_while_stepping
+        self.report_breakpoint_here()             # a step always runs the instruction
         try:
             stop = self.run(1)
         finally:
@@ -880,9 +902,13 @@ class Machine:
         return self._exits
 
     def _step_off_breakpoint(self) -> None:
-        """Resuming from a breakpoint address: run that one instruction without its exit."""
+        """Resuming from a reported breakpoint: run that one instruction without its exit."""
         eip = self.regs.read(UC_X86_REG_EIP)
         if eip not in self._breakpoints:
+            return
+        if self._reported != (eip, self.icount):
+            self._stop = Stop(StopReason.BREAKPOINT, f"breakpoint at {eip:#010x}", eip,
+                              self.icount, 0)
             return
         self._skip_exit = eip
         try:
@@ -900,7 +926,42 @@ class Machine:
 
     def stop_after_current(self, reason: StopReason, message: str) -> None:
         """From a memory hook: end the run once the instruction in progress completes."""
-        self._end(reason, message, 0)
+        if not self._debugger_suspended:
+            self._end(reason, message, 0)
+
+    @contextmanager
+    def debugger_suspended(self) -> Iterator[None]:
+        """Run without stopping at breakpoints, watchpoints or event breakpoints (they stay
+        set): how reverse execution re-runs what the debugger already went through."""
+        breakpoints, self._debugger_suspended = self._breakpoints, True
+        self.set_breakpoints(frozenset())
+        try:
+            yield
+        finally:
+            self._debugger_suspended = False
+            self.set_breakpoints(breakpoints)
+
+    # -- snapshots -------------------------------------------------------------------------
+    def snapshot_store(self) -> SnapshotStore:
+        """The machine's snapshots (created on first use: it keeps a copy of guest RAM)."""
+        if self._snapshots is None:
+            everything_live = frozenset({"_timers", "_consumers", "_observers"})
+            parts = [Part("machine", self, include=frozenset({
+                         "icount", "_halted", "_shadow_until", "trap_eip", "vcpu"})),
+                     Part("clock", self.clock, everything_live),
+                     Part("inputs", self.inputs, everything_live),
+                     Part("pic", self.pic), Part("pit", self.pit), Part("mmu", self.mmu),
+                     Part("tables", self.tables)]
+            self._snapshots = SnapshotStore(self.uc, self.ram, self.hole,
+                                            parts + self.state_parts, self._after_restore)
+        return self._snapshots
+
+    def _after_restore(self) -> None:
+        self._decoded.clear()
+        self._stop = None
+        self._after_step.clear()
+        self._exits = frozenset({-1})      # whatever Unicorn holds: set the exits again
+        self._sync_exits()
 
     def _run_quantum(self, budget: int) -> int:
         """Run at most ``budget`` instructions; returns how many retired."""

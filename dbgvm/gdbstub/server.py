@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ..core.machine import Machine
 from . import rsp
-from .session import Runner, Session
+from .session import Reverse, Runner, Session
 
 REFUSAL = b"E.dbgvm: another debugger is already attached"
 
@@ -117,9 +117,10 @@ class GdbServer:
     def __init__(self, machine: Machine, address: tuple[str, int], *,
                  monitor: Callable[[str], str] | None = None,
                  log: Callable[[str], None] = lambda text: None,
-                 run: Runner | None = None) -> None:
+                 run: Runner | None = None, reverse: Reverse | None = None) -> None:
         self.machine = machine
         self._run = run
+        self._reverse = reverse
         self._monitor = monitor
         self._log = log
         self.listener = socket.create_server(address, reuse_port=False)
@@ -134,7 +135,8 @@ class GdbServer:
             self._log(f"dbgvm: gdb connected from {peer[0]}:{peer[1]}")
             conn = Connection(sock)
             conn.transcript = self.transcript
-            session = Session(self.machine, monitor=self._monitor, run=self._run)
+            session = Session(self.machine, monitor=self._monitor, run=self._run,
+                              reverse=self._reverse)
             if last_stop is not None:
                 session.last_stop = last_stop
             self.listener.settimeout(None)

@@ -61,15 +61,24 @@ class Runner(Protocol):
                  interrupted: Callable[[], bool] | None = None) -> Stop: ...
 
 
+class Reverse(Protocol):
+    def step(self) -> Stop: ...
+
+    def step_back(self) -> Stop: ...
+
+    def continue_back(self) -> Stop: ...
+
+
 class Session:
     """Answers packets for one connected gdb. ``wait_for_interrupt`` is polled while the
     guest runs and returns True when gdb sent Ctrl-C; ``monitor`` runs a monitor command."""
 
     def __init__(self, machine: Machine, *, monitor: Callable[[str], str] | None = None,
                  console: Callable[[str], None] | None = None,
-                 run: Runner | None = None) -> None:
+                 run: Runner | None = None, reverse: Reverse | None = None) -> None:
         self.m = machine
         self._run: Runner = run or machine.run    # several VMs run side by side: theirs
+        self._reverse = reverse                   # a replay: execution can go backwards
         self._monitor = monitor
         self.no_ack = False
         self.killed = False
@@ -85,6 +94,9 @@ class Session:
                                                  "vCont": self._vcont}),
                 Capability([], {"qRcmd": self._rcmd}),
                 Capability([f"PacketSize={0x4000:x}"])]
+        if reverse is not None:
+            caps.append(Capability(["ReverseStep+", "ReverseContinue+"],
+                                   {"b": self._backwards}))
         self.features = [f for cap in caps for f in cap.features]
         self.handlers: dict[str, Handler] = {}
         for cap in caps:
@@ -282,9 +294,22 @@ class Session:
             return self._resume(step=False)
         raise PacketError(f"unsupported vCont action {actions[0]!r}")
 
+    def _backwards(self, args: bytes) -> bytes:
+        """bs / bc: reverse-stepi / reverse-continue (gdb builds reverse-nexti and
+        reverse-step on these)."""
+        assert self._reverse is not None
+        if args == b"s":
+            stop = self._reverse.step_back()
+        elif args == b"c":
+            stop = self._reverse.continue_back()
+        else:
+            raise PacketError(f"unknown backward packet b{args!r}")
+        self.last_stop = self._stop_reply(stop)
+        return self.last_stop
+
     def _resume(self, step: bool) -> bytes:
         if step:
-            stop = self.m.step()
+            stop = self._reverse.step() if self._reverse is not None else self.m.step()
         else:
             stop = self._run(None, interrupted=self.interrupted)
         self.last_stop = self._stop_reply(stop)
@@ -304,7 +329,11 @@ class Session:
             if reason is StopReason.CATCH:
                 self._say(f"dbgvm: {stop.message}\n")
             return b"T05" + THREAD
-        if reason is StopReason.DEBUG_EXIT:
+        if reason is StopReason.HISTORY_START:
+            return b"T05" + THREAD + b"replaylog:begin;"
+        if reason is StopReason.HISTORY_END:
+            return b"T05" + THREAD + b"replaylog:end;"
+        if reason in (StopReason.DEBUG_EXIT, StopReason.POWEROFF):
             return f"W{stop.exit_status & 0xFF:02x}".encode()
         self._say(f"dbgvm: {reason.value}: {stop.message}\n")
         if reason is StopReason.HALTED:

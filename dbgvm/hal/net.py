@@ -86,9 +86,10 @@ def summary_of_interface(mac: bytes, ip: bytes) -> str:
 
 
 class Switch:
-    def __init__(self, pcap: PcapWriter | None = None) -> None:
+    def __init__(self, pcap: PcapWriter | None = None, forward: bool = True) -> None:
         self.ports: list[NetDevice] = []
         self.pcap = pcap
+        self.forward = forward        # off in a replay: the receivers replay recorded frames
         self.forwarded = 0
         self.forged = Counter[int]()          # by sending VM
         self.unknown_destination = 0
@@ -102,6 +103,8 @@ class Switch:
             self.forged[sender.index] += 1
             return Status.FORGED
         self.forwarded += 1
+        if not self.forward:
+            return Status.OK
         if self.pcap is not None:
             self.pcap.write(time_ns, frame)
         destination = frame[:6]

@@ -1,0 +1,172 @@
+"""Snapshots of a whole machine, kept in memory, for going back in time.
+
+A snapshot is the CPU (Unicorn's context), guest RAM and the monitor's hole (shadow page tables,
+installed descriptors), and the Python state of every part: the virtual CPU, clock, PIC, PIT,
+shadow MMU bookkeeping, descriptor tables, input queue, and whatever devices registered (the
+HAL). Memory is stored as the pages that changed since the previous snapshot, on top of one
+full copy, so a snapshot every few million instructions costs little. Debugger state
+(breakpoints, watchpoints, event subscribers) is not part of it: going back keeps the
+debugger's view; so does output that already left the machine (its console).
+
+Parts are snapshot by value: every attribute is deep-copied except callables and live
+handles (Unicorn, capstone, memoryviews), which stay as they are; ``exclude`` names containers
+of such handles.
+"""
+from __future__ import annotations
+
+import bisect
+import copy
+import ctypes
+import mmap
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from capstone import Cs
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, Uc
+
+PAGE = 4096
+CHUNK = 64 * PAGE            # compared first; only differing chunks are compared by page
+_LIVE = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, memoryview,
+         mmap.mmap, Uc, Cs)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One object whose attributes are state: all of them (``include`` empty) but
+    ``exclude`` and live handles. Objects of other parts it refers to are kept by reference
+    (their own part restores them in place)."""
+
+    name: str
+    obj: object
+    exclude: frozenset[str] = frozenset()
+    include: frozenset[str] = frozenset()
+
+    def state(self, identity: dict[int, object]) -> dict[str, Any]:
+        kept = {k: v for k, v in vars(self.obj).items()
+                if (k in self.include if self.include else k not in self.exclude)
+                and not isinstance(v, _LIVE)}
+        return copy.deepcopy(kept, dict(identity))
+
+    def load(self, state: dict[str, Any], identity: dict[int, object]) -> None:
+        for key, value in copy.deepcopy(state, dict(identity)).items():
+            setattr(self.obj, key, value)
+
+
+@dataclass
+class Snapshot:
+    icount: int
+    time: int
+    cpu: Any                                      # unicorn.UcContext
+    parts: dict[str, dict[str, Any]]
+    ram_pages: int = 0              # pages changed since the previous snapshot
+    hole_pages: int = 0
+
+
+_libc = ctypes.CDLL(None)
+_libc.memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_libc.memcmp.restype = ctypes.c_int
+
+
+def _address(buffer: memoryview | bytearray) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+class _PagedImage:
+    """One region (RAM or the hole): its content at the first snapshot, then each page's
+    later versions by snapshot. ``last`` is the region as of the newest snapshot, compared
+    with the live region by memcmp (a Python-level compare of 64 MiB costs ~60 ms)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.last = bytearray(view)
+        self.base = bytes(self.last)
+        self.versions: dict[int, list[tuple[int, bytes]]] = {}   # page -> [(snapshot, data)]
+        self._live_at = _address(view)
+        self._last_at = _address(self.last)
+
+    def _differs(self, offset: int, size: int) -> bool:
+        return _libc.memcmp(self._live_at + offset, self._last_at + offset, size) != 0
+
+    def dirty_pages(self) -> list[int]:
+        """Pages whose live content differs from the newest snapshot."""
+        pages = []
+        for chunk in range(0, len(self.view), CHUNK):
+            size = min(CHUNK, len(self.view) - chunk)
+            if self._differs(chunk, size):
+                pages += [page for page in range(chunk, chunk + size, PAGE)
+                          if self._differs(page, PAGE)]
+        return pages
+
+    def record(self, snapshot: int) -> int:
+        """Snapshot ``snapshot`` is being taken: keep the pages that changed; their count."""
+        pages = self.dirty_pages()
+        for page in pages:
+            data = bytes(self.view[page:page + PAGE])
+            self.versions.setdefault(page, []).append((snapshot, data))
+            self.last[page:page + PAGE] = data
+        return len(pages)
+
+    def content(self, page: int, snapshot: int) -> bytes:
+        versions = self.versions.get(page, ())
+        at = bisect.bisect_right(versions, snapshot, key=lambda v: v[0])
+        return versions[at - 1][1] if at else self.base[page:page + PAGE]
+
+    def restore(self, snapshot: int) -> None:
+        """Make the live region what it was at ``snapshot``: only pages written since then
+        (after it, in later snapshots, or since the newest) are touched."""
+        pages = set(self.dirty_pages())
+        pages.update(page for page, versions in self.versions.items()
+                     if versions[-1][0] > snapshot)
+        for page in pages:
+            self.view[page:page + PAGE] = self.content(page, snapshot)
+        # `last` stays the newest snapshot's image: the live region will come back to it
+
+
+class SnapshotStore:
+    def __init__(self, uc: Uc, ram: memoryview, hole: memoryview, parts: list[Part],
+                 after_restore: Callable[[], None]) -> None:
+        self._uc = uc
+        self._ram = _PagedImage(ram)
+        self._hole = _PagedImage(hole)
+        self.parts = list(parts)
+        self._after_restore = after_restore
+        self.snapshots: list[Snapshot] = []
+
+    def _identity(self) -> dict[int, object]:
+        """deepcopy memo entries that keep every part's object (and live handles) as is."""
+        return {id(p.obj): p.obj for p in self.parts}
+
+    def take(self, icount: int, time: int) -> Snapshot:
+        if self.snapshots and icount < self.snapshots[-1].icount:
+            raise ValueError("snapshots are taken in instruction-count order")
+        identity = self._identity()
+        index = len(self.snapshots)
+        snap = Snapshot(icount, time, self._uc.context_save(),
+                        {p.name: p.state(identity) for p in self.parts},
+                        self._ram.record(index), self._hole.record(index))
+        self.snapshots.append(snap)
+        return snap
+
+    def latest_at_or_before(self, icount: int) -> int | None:
+        best = None
+        for index, snap in enumerate(self.snapshots):
+            if snap.icount <= icount:
+                best = index
+        return best
+
+    def restore(self, index: int) -> Snapshot:
+        """Put the machine back as it was at snapshot ``index``; later snapshots are kept
+        (the future is deterministic, they stay valid)."""
+        target = self.snapshots[index]
+        self._ram.restore(index)
+        self._hole.restore(index)
+        self._uc.context_restore(target.cpu)
+        identity = self._identity()
+        for part in self.parts:
+            part.load(target.parts[part.name], identity)
+        self._uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self._uc.ctl_flush_tb()
+        self._after_restore()
+        return target

@@ -1,0 +1,173 @@
+"""Replaying a recorded run (`dbgvm replay FILE`) and checking that it is the same run.
+
+Each VM is rebuilt from the trace's header (the kernel must have the recorded content hash;
+initrd and disk contents come from the trace) and replayed on its own: every outside input,
+console bytes and frames from the other VMs alike, is scheduled at its recorded virtual time,
+and frames the VM sends go nowhere (they are the other VMs' recorded inputs). Every event is
+compared with the recorded one as it happens: the first difference stops the replay and is
+reported with its instruction count. At the recorded end, the stop, event count and hash and
+the state digest must match.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.events import Event, EventKind
+from ..core.faults import StopReason
+from ..core.loader import BootImage, Module, load
+from ..core.machine import Machine, Stop
+from ..domains import DomainConfig, Domains
+from .recorder import EventStream, state_digest
+from .trace import Trace, TraceError, decode
+
+
+@dataclass(frozen=True)
+class Divergence:
+    vm: int
+    index: int                  # position in the VM's event stream
+    icount: int
+    recorded: str | None        # None: the recorded run had no more events
+    replayed: str | None        # None: the replay ended before this recorded event
+
+    def describe(self) -> str:
+        return (f"vm{self.vm}: replay diverged at event {self.index} (icount {self.icount}):\n"
+                f"  recorded: {self.recorded or '(no such event: the recorded run ended)'}\n"
+                f"  replayed: {self.replayed or '(no such event: the replay ended)'}")
+
+
+class Verifier:
+    """Compares one VM's events with the recorded ones as they happen."""
+
+    def __init__(self, vm: int, machine: Machine, recorded: list[str]) -> None:
+        self.vm = vm
+        self._machine = machine
+        self._recorded = recorded
+        self.stream = EventStream()
+        self.divergence: Divergence | None = None
+        self.enabled = True
+        self._unsubscribe = machine.events.subscribe(set(EventKind), self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if not self.enabled or self.divergence is not None:
+            return
+        index = self.stream.count
+        text = self.stream.add(event)
+        if text is None:
+            return
+        expected = self._recorded[index] if index < len(self._recorded) else None
+        if text != expected:
+            self.divergence = Divergence(self.vm, index, event.icount, expected, text)
+            self._machine.stop_after_current(StopReason.REQUESTED, "the replay diverged")
+
+    def detach(self) -> None:
+        self._unsubscribe()
+
+
+def _kernel(header: dict) -> str:
+    kernel = header["kernel"]
+    if kernel.get("bundled"):
+        from ..guest import bundled_kernel
+        path = str(bundled_kernel())
+    else:
+        path = kernel["path"]
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TraceError(f"the recorded kernel {path}: cannot read: {exc.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != kernel["sha256"]:
+        raise TraceError(f"the kernel {path} is not the recorded one (content hash differs)")
+    return path
+
+
+def build_image(header: dict) -> BootImage:
+    modules = tuple(Module(entry["path"], decode(entry["data"]), entry["spec"])
+                    for entry in header.get("initrd", []))
+    return load(_kernel(header), header["ram_mb"] << 20, header.get("append", ""), modules)
+
+
+class Replay:
+    """The VMs of a trace, rebuilt, with their recorded inputs scheduled."""
+
+    def __init__(self, trace: Trace, console_sink: Callable[[int, bytes], None]) -> None:
+        header = trace.header
+        self.trace = trace
+        self._disk_file = None
+        disk = None
+        if header.get("disk") is not None:
+            self._disk_file = tempfile.NamedTemporaryFile(prefix="dbgvm-replay-", suffix=".img")
+            self._disk_file.write(decode(header["disk"]["data"]))
+            self._disk_file.flush()
+            disk = self._disk_file.name
+        try:
+            self.domains = Domains(build_image(header), header["vms"],
+                                   DomainConfig(header["ram_mb"], disk, False,
+                                                header.get("network", True)),
+                                   console_sink, replay=True)
+        except BaseException:
+            self.close()
+            raise
+        for recorded in trace.inputs:
+            if not 0 <= recorded.vm < len(self.domains.machines):
+                raise TraceError(f"input for vm{recorded.vm}, but the trace has "
+                                 f"{header['vms']} VMs")
+            self.domains.machines[recorded.vm].inputs.schedule(recorded.time, recorded.channel,
+                                                               recorded.payload)
+        self.verifiers = [Verifier(vm, m, trace.events.get(vm, []))
+                          for vm, m in enumerate(self.domains.machines)]
+
+    def close(self) -> None:
+        if getattr(self, "domains", None) is not None:
+            self.domains.close()
+        if self._disk_file is not None:
+            self._disk_file.close()
+
+    def end_icount(self, vm: int) -> int:
+        return self.trace.ends[vm].icount
+
+    def verify_vm(self, vm: int, stop: Stop) -> Divergence | str | None:
+        """After VM ``vm`` ran to its recorded end: None when it is the same run, else what
+        differs."""
+        verifier = self.verifiers[vm]
+        if verifier.divergence is not None:
+            return verifier.divergence
+        recorded = self.trace.events.get(vm, [])
+        if verifier.stream.count < len(recorded):
+            return Divergence(vm, verifier.stream.count, stop.icount,
+                              recorded[verifier.stream.count], None)
+        end = self.trace.ends[vm]
+        machine = self.domains.machines[vm]
+        if end.reason != "cut-off" and stop.reason.value != end.reason:
+            return (f"vm{vm}: the recorded run ended with {end.reason} ({end.message}), the "
+                    f"replay with {stop.reason.value} ({stop.message})")
+        if verifier.stream.hexdigest() != end.events_sha256:
+            return f"vm{vm}: the event stream differs from the recorded one"
+        if state_digest(machine) != end.state_sha256:
+            return f"vm{vm}: the final state (RAM, registers, icount) differs from the recorded one"
+        return None
+
+    def run_and_verify(self) -> list[Divergence | str]:
+        """Replay every VM to its recorded end; the differences found (none: the same run)."""
+        problems: list[Divergence | str] = []
+        for vm, machine in enumerate(self.domains.machines):
+            end = self.trace.ends[vm]
+            stop = _run_to(machine, end.icount, end.time)
+            problem = self.verify_vm(vm, stop)
+            if problem is not None:
+                problems.append(problem)
+        return problems
+
+
+def _run_to(machine: Machine, icount: int, time: int) -> Stop:
+    """Run to the recorded end: a stop there (poweroff, debug exit), or the instruction count
+    and virtual time at which the recording cut this VM off (an idle VM's clock runs on
+    without instructions: both bound the run)."""
+    while True:
+        left = icount - machine.icount
+        stop = machine.run(max(left, 0), until_time=time)
+        if stop.reason not in (StopReason.MAX_INSNS, StopReason.TIME_SLICE) or \
+                machine.icount >= icount and machine.clock.now() >= time:
+            return stop

@@ -1,0 +1,265 @@
+"""Record, replay and reverse execution (docs/trace-format.md, dbgvm/record).
+
+Expected states come from independent forward runs of a fresh machine: a replay is the same
+run, so the state after N instructions must be what a machine that simply ran N instructions
+has, and going back must reach exactly that state again.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dbgvm.core.faults import StopReason
+from dbgvm.core.loader import load
+from dbgvm.core.machine import Machine
+from dbgvm.record.replay import Divergence, Replay
+from dbgvm.record.reverse import ReverseEngine
+from dbgvm.record.trace import TraceError, read
+from guest_build import build
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = ROOT / "tests" / "traces"
+
+
+def dbgvm(*args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dbgvm", *args], input=stdin,
+                          capture_output=True, timeout=timeout, cwd=ROOT)
+
+
+def fresh(name: str) -> Machine:
+    machine = Machine()
+    machine.load(load(build(name), machine.ram_size))
+    return machine
+
+
+def run_exactly(machine: Machine, icount: int) -> None:
+    while machine.icount < icount:
+        stop = machine.run(icount - machine.icount)
+        assert stop.reason is StopReason.MAX_INSNS, stop
+
+
+def state(machine: Machine) -> tuple:
+    """(Console output left the machine: going back does not take it back.)"""
+    return (machine.icount, asdict(machine.registers()), hashlib.sha256(machine.ram).hexdigest())
+
+
+# -- the committed recordings ------------------------------------------------------------------
+
+@pytest.mark.parametrize("trace", sorted(p.name for p in TRACES.glob("*.trace")))
+def test_committed_recordings_replay_identically(trace):
+    proc = dbgvm("replay", str(TRACES / trace), "--batch")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"replay identical to the recording" in proc.stderr
+
+
+def test_the_recordings_cover_console_input_disk_writes_and_two_vms():
+    traces = {p.name: read(p) for p in TRACES.glob("*.trace")}
+    assert len(traces) >= 3
+    consoles = [t for t in traces.values()
+                if any(i.channel == "console" and i.payload.strip() for i in t.inputs)]
+    disks = [t for t in traces.values() if t.header["disk"] is not None and any(
+        '"op":"WRITE"' in e and '"channel":"block"' in e for e in t.events.get(0, []))]
+    pings = [t for t in traces.values() if t.header["vms"] == 2 and any(
+        i.channel == "net" for i in t.inputs)]
+    assert consoles and disks and pings
+
+
+def test_a_guest_visible_change_is_reported_at_the_first_divergent_event(monkeypatch):
+    # the HAL reports its interrupt line to the guest at boot; the bundled guest prints it
+    trace = read(TRACES / "shell.trace")
+    monkeypatch.setattr("dbgvm.hal.host.IRQ_LINE", 6)
+    replay = Replay(trace, lambda vm, data: None)
+    try:
+        problems = replay.run_and_verify()
+    finally:
+        replay.close()
+    assert problems and isinstance(problems[0], Divergence)
+    first = problems[0]
+    assert first.vm == 0
+    recorded, replayed = json.loads(first.recorded), json.loads(first.replayed)
+    # the first difference is the boot line the guest writes through the HAL console
+    assert recorded["icount"] == replayed["icount"] == first.icount
+    assert (recorded["kind"], recorded["channel"], recorded["op"]) == ("hal", "console", "WRITE")
+    assert "irq 5" in recorded["info"] and "irq 6" in replayed["info"]
+    assert recorded == {**replayed, "info": recorded["info"]}
+    assert "(icount %d)" % first.icount in first.describe()
+
+
+def test_replay_cli_reports_a_divergence_with_its_icount(tmp_path):
+    original = read(TRACES / "shell.trace")
+    # rewrite one recorded console input: the guest then does something else
+    bad = tmp_path / "bad.trace"
+    with gzip.open(TRACES / "shell.trace", "rt") as src, gzip.open(bad, "wt") as dst:
+        for line in src:
+            record = json.loads(line)
+            if record.get("t") == "input" and record["channel"] == "console":
+                record["data"] = "bHMK"                       # "ls\n" instead
+            dst.write(json.dumps(record) + "\n")
+    proc = dbgvm("replay", str(bad), "--batch")
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "replay diverged at event" in err and "(icount " in err
+    assert "recorded:" in err and "replayed:" in err
+    assert original.ends[0].reason == "poweroff"
+
+
+# -- the format --------------------------------------------------------------------------------
+
+def _write(path: Path, *records: dict) -> Path:
+    with gzip.open(path, "wt") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    return path
+
+
+def test_newer_format_and_non_traces_are_refused_in_one_line(tmp_path):
+    newer = _write(tmp_path / "newer.trace", {"format": "dbgvm-trace", "version": 99})
+    with pytest.raises(TraceError, match="version 99 is newer"):
+        read(newer)
+    proc = dbgvm("replay", str(newer), "--batch")
+    assert proc.returncode == 2 and proc.stderr.count(b"\n") == 1
+    assert b"newer" in proc.stderr
+    other = _write(tmp_path / "other.trace", {"format": "something-else"})
+    with pytest.raises(TraceError, match="not a dbgvm trace"):
+        read(other)
+    garbage = tmp_path / "garbage.trace"
+    garbage.write_bytes(b"\x00\x01not gzip at all")
+    with pytest.raises(TraceError):
+        read(garbage)
+    bad_record = _write(tmp_path / "bad.trace", {"format": "dbgvm-trace", "version": 1},
+                        {"t": "input", "vm": 0})
+    with pytest.raises(TraceError, match="malformed"):
+        read(bad_record)
+
+
+# -- reverse execution -----------------------------------------------------------------------
+
+def _end_icount(name: str) -> int:
+    machine = fresh(name)
+    machine.run()
+    return machine.icount          # the recorded end: after the exiting instruction
+
+
+GUESTS = {name: _end_icount(name) for name in ("basics", "spaces", "paging")}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_reverse_stepi_from_n_gives_the_state_at_n_minus_1(data):
+    name = data.draw(st.sampled_from(sorted(GUESTS)))
+    end = GUESTS[name]
+    n = data.draw(st.integers(1, end - 1))
+    machine = fresh(name)
+    engine = ReverseEngine(machine, end, interval=data.draw(st.sampled_from([97, 500, 4000])))
+    engine.run()                                 # to the end: snapshots on the way
+    assert engine.goto(n).icount == n
+    assert machine.step().reason is StopReason.STEP or machine.icount == n + 1
+    engine.goto(n)
+    stop = engine.step_back()
+    reference = fresh(name)
+    run_exactly(reference, n - 1)
+    assert stop.icount == n - 1
+    assert state(machine) == state(reference)
+
+
+def test_reverse_continue_stops_at_the_last_breakpoint_hit_before_now():
+    end = GUESTS["basics"]
+    sym = load(build("basics"), 64 << 20).symbols
+    reference = fresh("basics")
+    reference.debug.add_breakpoint(sym["timer_handler"])
+    hits = []
+    while (stop := reference.run()).reason is StopReason.BREAKPOINT:
+        hits.append(stop.icount)
+    assert len(hits) == 3
+    machine = fresh("basics")
+    engine = ReverseEngine(machine, end, interval=200)
+    engine.run()
+    machine.debug.add_breakpoint(sym["timer_handler"])
+    seen = []
+    for expected in reversed(hits):
+        stop = engine.continue_back()
+        assert stop.reason is StopReason.BREAKPOINT and stop.icount == expected
+        assert machine.registers().eip == sym["timer_handler"]
+        seen.append(stop.icount)
+    assert engine.continue_back().reason is StopReason.HISTORY_START
+    assert machine.icount == 0
+    # forward again from the start: the same hits, then the recorded end
+    forward = []
+    while (stop := engine.run()).reason is StopReason.BREAKPOINT:
+        forward.append(stop.icount)
+    assert forward == hits and stop.reason is StopReason.DEBUG_EXIT
+
+
+def test_reverse_continue_honours_watchpoints():
+    sym = load(build("paging"), 64 << 20).symbols
+    end = GUESTS["paging"]
+    reference = fresh("paging")
+    from dbgvm.core.debug import WatchKind
+    reference.debug.add_watchpoint(sym["user_skip"], 4, WatchKind.WRITE)
+    hits = []
+    while (stop := reference.run()).reason is StopReason.WATCHPOINT:
+        hits.append(stop.icount)
+    assert hits
+    machine = fresh("paging")
+    engine = ReverseEngine(machine, end, interval=300)
+    engine.run()
+    machine.debug.add_watchpoint(sym["user_skip"], 4, WatchKind.WRITE)
+    stop = engine.continue_back()
+    assert stop.reason is StopReason.WATCHPOINT and stop.icount == hits[-1]
+    assert machine.debug.last_watch is not None and machine.debug.last_watch.vaddr == \
+        sym["user_skip"]
+
+
+# -- real gdb ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_reverse_stepi_and_reverse_continue_from_gdb(tmp_path):
+    from gdb_harness import Gdb, free_port, wait_listening
+    kernel = build("basics")
+    trace = tmp_path / "basics.trace"
+    proc = dbgvm("run", str(kernel), "--batch", "--record", str(trace))
+    assert proc.returncode == 33, proc.stderr
+    sym = load(kernel, 64 << 20).symbols
+    port = free_port()
+    stub = subprocess.Popen([sys.executable, "-m", "dbgvm", "replay", str(trace), "--gdb",
+                             f"127.0.0.1:{port}", "--snapshot-every", "150"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    wait_listening(port, stub)
+    gdb = Gdb(kernel, port)
+    try:
+        gdb.console("break timer_handler")
+        first = gdb.run("-exec-continue")
+        assert first["reason"] == "breakpoint-hit"
+        second = gdb.run("-exec-continue")
+        assert second["reason"] == "breakpoint-hit"
+        assert gdb.value("$eip") == sym["timer_handler"]
+        # one instruction back: the instruction before the handler's first one is the
+        # interrupted code, so eip leaves the handler
+        stepped = gdb.run("-exec-step-instruction --reverse")
+        assert stepped["reason"] == "end-stepping-range"
+        assert gdb.value("$eip") != sym["timer_handler"]
+        back = gdb.run("-exec-continue --reverse")
+        assert back["reason"] == "breakpoint-hit"
+        assert gdb.value("$eip") == sym["timer_handler"]
+        # no earlier hit: gdb reports the start of the history (our replaylog:begin)
+        responses = gdb.mi.write("-exec-continue --reverse", timeout_sec=30,
+                                 raise_error_on_timeout=False)
+        responses = gdb._collect(responses, {"stopped"}, 30)
+        said = "".join(r["payload"] for r in responses if r.get("type") == "console"
+                       and isinstance(r.get("payload"), str))
+        assert "No more reverse-execution history" in said, responses
+        assert gdb.value("$eip") == sym["_start"]
+    finally:
+        gdb.close()
+        stub.kill()
+        stub.wait()
