@@ -17,6 +17,12 @@
                against this process reading the same file with the same request sizes
   HAL calls:   HAL round trips (SUBMIT of an empty console write) per second, against the
                emulated CLI/STI trap rate of the same run
+  recording:   a run with --record against the same run without (target ratio <= 1.3), on a
+               compute guest (100 M instructions) and on the trap-heavy CLI/STI guest (two
+               events per iteration: the worst case)
+  replay:      replaying and verifying that recording, against recording it
+  reverse:     reverse-stepi latency at the end of a 10-million-instruction replay (snapshots
+               every 2 million instructions; target <= 200 ms)
 """
 from __future__ import annotations
 
@@ -251,6 +257,77 @@ def bench_hal_calls(repeat: int) -> None:
           f"emulated CLI/STI per second: ratio {rate / trap_rate:.3f} [{HAL_CALLS} calls]")
 
 
+RECORD_INSNS = 10_000_000
+
+
+def _record_run(name: str, max_insns: int | None, trace: str | None) -> float:
+    from dbgvm.domains import DomainConfig, Domains
+    from dbgvm.record.recorder import Recorder
+    domains = Domains(load(build(name), 64 << 20), 1, DomainConfig(64), lambda vm, data: None)
+    recorder = None
+    if trace is not None:
+        recorder = Recorder(trace, {"kernel": {"path": name, "sha256": "", "bundled": False},
+                                    "ram_mb": 64, "vms": 1, "disk": None, "initrd": []},
+                            domains.machines)
+    start = time.perf_counter()
+    stop = domains.run(max_insns)
+    if recorder is not None:
+        recorder.finish({0: stop} if stop.reason.value != "max-insns" else {})
+    elapsed = time.perf_counter() - start
+    domains.close()
+    return elapsed
+
+
+def _replay(trace: str, name: str) -> tuple[float, object]:
+    from dbgvm.record import replay as replay_module
+    from dbgvm.record.trace import read
+    original = replay_module._kernel
+    replay_module._kernel = lambda header: str(build(name))     # bench guests: by name
+    try:
+        replay = replay_module.Replay(read(trace), lambda vm, data: None)
+        start = time.perf_counter()
+        problems = replay.run_and_verify()
+        elapsed = time.perf_counter() - start
+    finally:
+        replay_module._kernel = original
+    if problems:
+        raise SystemExit(f"bench replay of {name} diverged: {problems[0]}")
+    return elapsed, replay
+
+
+def bench_record_replay(repeat: int) -> None:
+    for name, insns in (("bench_compute", 10 * RECORD_INSNS), ("bench_clisti", None)):
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = os.path.join(tmp, "bench.trace")
+            plain = min(_record_run(name, insns, None) for _ in range(repeat))
+            recorded = min(_record_run(name, insns, trace) for _ in range(repeat))
+            replayed = min(_replay(trace, name)[0] for _ in range(repeat))
+            size = os.path.getsize(trace)
+        print(f"recording       {name}: ratio {recorded / plain:.3f} to a plain run "
+              f"({recorded:.3f} s vs {plain:.3f} s; target <= 1.3), trace {size} bytes; "
+              f"replay+verify {replayed:.3f} s: ratio {replayed / recorded:.3f} to recording")
+
+
+def bench_reverse_stepi() -> None:
+    """(A machine without outside inputs replays itself: the engine needs no trace here.)"""
+    from dbgvm.record.reverse import ReverseEngine
+    fresh = Machine()
+    fresh.load(load(build("bench_compute"), fresh.ram_size))
+    engine = ReverseEngine(fresh, RECORD_INSNS)
+    start = time.perf_counter()
+    engine.run()
+    forward = time.perf_counter() - start
+    latencies = []
+    for _ in range(5):
+        start = time.perf_counter()
+        engine.step_back()
+        latencies.append(time.perf_counter() - start)
+    print(f"reverse-stepi   {max(latencies) * 1e3:6.1f} ms worst of 5 (mean "
+          f"{sum(latencies) / 5 * 1e3:.1f} ms) at icount {fresh.icount} of a "
+          f"{RECORD_INSNS}-instruction run (forward with snapshots: {forward:.3f} s, "
+          f"{len(engine.store.snapshots)} snapshots; target <= 200 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -263,6 +340,8 @@ def main() -> None:
     bench_breakpoints(args.repeat)
     bench_hal_block(args.repeat)
     bench_hal_calls(args.repeat)
+    bench_record_replay(args.repeat)
+    bench_reverse_stepi()
     bench_gdb_stepi()
 
 

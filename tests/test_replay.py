@@ -263,3 +263,19 @@ def test_reverse_stepi_and_reverse_continue_from_gdb(tmp_path):
         gdb.close()
         stub.kill()
         stub.wait()
+
+
+_VALUES = st.one_of(st.integers(-2**40, 2**40), st.text(max_size=12), st.booleans(), st.none(),
+                    st.lists(st.integers(0, 9), max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.dictionaries(st.text(min_size=1, max_size=8).filter(
+    lambda k: k not in ("icount", "kind", "eip", "vm")), _VALUES, max_size=6),
+       vm=st.one_of(st.none(), st.integers(0, 15)))
+def test_event_json_is_exactly_what_json_dumps_gives(fields, vm):
+    from dbgvm.core.events import Event, EventKind
+    event = Event(123, EventKind.HAL, 0x1000, fields)
+    extra = {} if vm is None else {"vm": vm}
+    assert event.to_json(**extra) == json.dumps(
+        {"icount": 123, "kind": "hal", "eip": 0x1000, **extra, **fields}, separators=(",", ":"))

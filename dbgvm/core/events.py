@@ -36,9 +36,21 @@ class Event:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, **extra: Any) -> str:
-        """One JSON object; ``extra`` adds context fields (the VM index with --vms)."""
-        return json.dumps({"icount": self.icount, "kind": self.kind.value, "eip": self.eip,
-                           **extra, **self.fields}, separators=(",", ":"))
+        """One JSON object; ``extra`` adds context fields (the VM index with --vms). Exactly
+        what json.dumps(..., separators=(",", ":")) gives, built directly: a recording
+        serializes every event, and this is several times faster for flat fields."""
+        parts = [f'{{"icount":{self.icount},"kind":"{self.kind.value}","eip":{self.eip}']
+        for key, value in (*extra.items(), *self.fields.items()):
+            if value is True or value is False:
+                text = "true" if value else "false"
+            elif type(value) is int:
+                text = str(value)
+            elif type(value) is str:
+                text = _encode_string(value)
+            else:
+                text = json.dumps(value, separators=(",", ":"))
+            parts.append(f'{_encode_string(key)}:{text}')
+        return ",".join(parts) + "}"
 
     def describe(self) -> str:
         """One human-readable line, as ``--trace`` prints it."""
@@ -53,6 +65,7 @@ class Event:
         return f"[{self.icount:>10}] {self.kind.value:<5} eip={self.eip:#010x} " + " ".join(parts)
 
 
+_encode_string = json.encoder.encode_basestring_ascii   # what json.dumps uses for str
 Listener = Callable[[Event], None]
 
 

@@ -145,7 +145,7 @@ class Replay:
                     f"replay with {stop.reason.value} ({stop.message})")
         if verifier.stream.hexdigest() != end.events_sha256:
             return f"vm{vm}: the event stream differs from the recorded one"
-        if state_digest(machine) != end.state_sha256:
+        if state_digest(machine) != end.state_digest:
             return f"vm{vm}: the final state (RAM, registers, icount) differs from the recorded one"
         return None
 

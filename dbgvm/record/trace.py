@@ -49,7 +49,7 @@ class RecordedEnd:
     reason: str
     message: str
     exit_status: int
-    state_sha256: str
+    state_digest: str
     events: int
     events_sha256: str
 
@@ -64,23 +64,35 @@ class Trace:
 
 class TraceWriter:
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
-        self._out: IO[str] = gzip.open(path, "wt", encoding="utf-8", compresslevel=6)
+        # fast compression, lines gathered in batches: recording must stay cheap
+        self._out: IO[str] = gzip.open(path, "wt", encoding="utf-8", compresslevel=1)
+        self._lines: list[str] = []
         self._write({"format": FORMAT, "version": VERSION, **header})
 
+    def _line(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= 4096:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._out.write("".join(self._lines))
+        self._lines.clear()
+
     def _write(self, record: dict[str, Any]) -> None:
-        self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._line(json.dumps(record, separators=(",", ":")) + "\n")
 
     def input(self, vm: int, icount: int, time: int, channel: str, payload: bytes) -> None:
         self._write({"t": "input", "vm": vm, "icount": icount, "time": time,
                      "channel": channel, "data": encode(payload)})
 
     def event(self, vm: int, event_json: str) -> None:
-        self._out.write('{"t":"event","vm":%d,"e":%s}\n' % (vm, event_json))
+        self._line('{"t":"event","vm":%d,"e":%s}\n' % (vm, event_json))
 
     def end(self, end: RecordedEnd) -> None:
         self._write({"t": "end", **end.__dict__})
 
     def close(self) -> None:
+        self._flush()
         self._out.close()
 
 
