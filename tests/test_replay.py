@@ -279,3 +279,21 @@ def test_event_json_is_exactly_what_json_dumps_gives(fields, vm):
     extra = {} if vm is None else {"vm": vm}
     assert event.to_json(**extra) == json.dumps(
         {"icount": 123, "kind": "hal", "eip": 0x1000, **extra, **fields}, separators=(",", ":"))
+
+
+def test_replay_script_goes_back_and_says_the_check_stops(tmp_path):
+    kernel = build("basics")
+    trace = tmp_path / "basics.trace"
+    assert dbgvm("run", str(kernel), "--batch", "--record", str(trace)).returncode == 33
+    script = tmp_path / "back.txt"
+    script.write_text("break timer_handler\ncontinue\ncontinue\nrcontinue\ngoto 0\n")
+    proc = dbgvm("replay", str(trace), "--batch", "-x", str(script))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    sym = load(kernel, 64 << 20).symbols
+    reference = fresh("basics")
+    reference.debug.add_breakpoint(sym["timer_handler"])
+    first = reference.run().icount
+    assert out.count(f"<timer_handler>:  push eax   (icount {first})") == 2   # there and back
+    assert out.rstrip().endswith("(icount 0)")
+    assert b"no longer checked against the recording" in proc.stderr
