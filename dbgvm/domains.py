@@ -92,7 +92,6 @@ class Domains:
             self.close()
             raise
         self._slice = SLICE_SINGLE if count == 1 else SLICE_SHARED
-        self.current = 0                  # the VM whose stop ended the last run
 
     def _domain(self, index: int, image: BootImage, config: DomainConfig,
                 console_sink: Callable[[int, bytes], None]) -> Domain:
@@ -192,7 +191,6 @@ class Domains:
                     if domain.index != 0:
                         self.notify(f"vm{domain.index}: {stop.reason.value}: {stop.message}")
                         continue
-                self.current = domain.index
                 return stop
             if all(d.machine.halted for d in self._live()) and not self._idle():
                 return first.run()       # ends at once, reporting the HLT nothing can end

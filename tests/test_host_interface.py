@@ -100,17 +100,3 @@ def test_runs_bounded_in_virtual_time_advance_idle_machines_exactly_to_the_bound
     assert machine.icount < 20          # it ran its few instructions, then idled
     stop = machine.run(until_time=2500)
     assert stop.reason is StopReason.TIME_SLICE and machine.clock.now() == 2500
-
-
-def test_idle_wait_is_asked_before_virtual_time_jumps_and_can_end_the_wait():
-    code = b"\xfb\xf4\xeb\xfd"                              # sti ; hlt ; jmp back
-    machine = _machine(code)
-    waits = []
-
-    def idle_wait(periods: int | None) -> bool:
-        waits.append(periods)
-        return len(waits) < 3                               # "input may still come", twice
-    machine.idle_wait = idle_wait
-    stop = machine.run(100)
-    assert stop.reason is StopReason.HALTED
-    assert waits == [None, None, None]                      # no timer: it waits for input

@@ -112,8 +112,6 @@ class Machine:
         self._console = console or self.console_output.extend
         self.ports = PortBus()
         self.hypercalls = HypercallBus()
-        # Called while the guest idles in HLT with an interrupt possible (see _idle).
-        self.idle_wait: Callable[[int | None], bool] | None = None
         self._until_time: int | None = None
         self.pic = Pic()
         self.pit = Pit(self.clock.now, self.pic.raise_irq)
@@ -741,11 +739,10 @@ class Machine:
 
     def _idle(self, eip: int) -> bool:
         """HLT with the virtual IF set: let virtual time pass until an interrupt is pending
-        (True), or end the run (False). Time jumps from timer deadline to timer deadline;
-        ``idle_wait`` (set by a front end with outside inputs) is called first with the
-        instruction periods to the next deadline (None: no timer can fire) and may wait in
-        real time or post inputs; it returns False when no outside input can ever come.
-        A run with ``until_time`` idles no further than that and ends with TIME_SLICE."""
+        (True), or end the run (False). Time jumps from timer deadline to timer deadline
+        (or a replayed input's time). A run with ``until_time`` idles no further than that
+        and ends with TIME_SLICE: a front end waiting for outside input (dbgvm/domains.py)
+        runs in slices and decides there how long to wait."""
         while not self.pic.pending():
             if self.inputs.pending():
                 self.inputs.apply(self.icount, self.clock.now())
@@ -756,10 +753,6 @@ class Machine:
                 self.clock.idle_until(until)
                 self._end(StopReason.TIME_SLICE, "idle to the end of the time slice", 0, eip)
                 return False
-            if self.idle_wait is not None:
-                more = self.idle_wait(None if deadline is None else deadline - self.clock.now())
-                if self.inputs.pending() or (deadline is None and more):
-                    continue
             if deadline is None:
                 self._end(StopReason.HALTED, f"HLT at eip {eip - 1:#010x} with no timer "
                           "interrupt that can arrive and none pending", 0, eip)
