@@ -196,7 +196,8 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
         from .guest import GuestBuildError
         try:
             kernel = _kernel(args)
-            image = load(kernel, args.m << 20, args.append, _modules(args.initrd))
+            modules = _modules(args.initrd)
+            image = load(kernel, args.m << 20, args.append, modules)
             pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
             domains = Domains(image, args.vms, DomainConfig(args.m, args.disk,
                                                             args.disk_writable),
@@ -218,7 +219,7 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
         _subscribe_traces(domains, trace_kinds, out, err)
         if args.record:
             try:
-                opened.append(_start_recording(args, kernel, domains))
+                opened.append(_start_recording(args, kernel, modules, domains))
             except (OSError, ValueError) as exc:
                 print(f"dbgvm: --record: {exc}", file=err)
                 return USAGE_ERROR
@@ -257,12 +258,13 @@ class _Recording:
 MAX_EMBEDDED_DISK = 64 << 20
 
 
-def _start_recording(args: argparse.Namespace, kernel: str, domains: Domains) -> _Recording:
+def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Module, ...],
+                     domains: Domains) -> _Recording:
     header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=False),
                     "append": args.append, "ram_mb": args.m, "vms": args.vms,
                     "network": True, "disk": None, "initrd": []}
     header["kernel"]["bundled"] = args.kernel is None
-    for module in _modules(args.initrd):
+    for module in modules:
         header["initrd"].append({**file_entry(module.name, module.data, embed=True),
                                  "spec": module.cmdline})
     if args.disk:

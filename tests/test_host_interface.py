@@ -28,6 +28,21 @@ def _rerun_from(machine: Machine, eip: int) -> int:
     return machine.registers().eax
 
 
+PAGE_TABLE = 0x11000
+
+
+def _paged_spinner() -> Machine:
+    """MOV_EAX_1_SPIN at physical 0x200000, run under guest paging at linear 0x400000."""
+    machine = _machine(MOV_EAX_1_SPIN, at=0x200000)
+    pd = 0x10000
+    machine.write_physical(pd + 4 * 1, struct.pack("<I", PAGE_TABLE | 7))
+    machine.write_physical(PAGE_TABLE, struct.pack("<I", 0x200000 | 7))
+    machine.write_cr(3, pd)
+    machine.write_cr(0, CR0_PE | CR0_PG)
+    assert _rerun_from(machine, 0x400000) == 1
+    return machine
+
+
 def test_host_write_drops_translated_code_without_paging():
     machine = _machine(MOV_EAX_1_SPIN)
     assert _rerun_from(machine, CODE) == 1
@@ -38,28 +53,16 @@ def test_host_write_drops_translated_code_without_paging():
 def test_host_write_drops_translated_code_at_another_linear_address_under_paging():
     # linear 0x400000 -> physical 0x200000 (not identity): the invalidation must find the
     # code by its physical address
-    machine = _machine(MOV_EAX_1_SPIN, at=0x200000)
-    pd, pt = 0x10000, 0x11000
-    machine.write_physical(pd + 4 * 1, struct.pack("<I", pt | 7))
-    machine.write_physical(pt, struct.pack("<I", 0x200000 | 7))
-    machine.write_cr(3, pd)
-    machine.write_cr(0, CR0_PE | CR0_PG)
-    assert _rerun_from(machine, 0x400000) == 1
+    machine = _paged_spinner()
     machine.write_physical(0x200001, b"\x05")
     assert _rerun_from(machine, 0x400000) == 5
 
 
 def test_host_write_to_a_guest_page_table_zaps_the_shadow():
-    machine = _machine(MOV_EAX_1_SPIN, at=0x200000)
-    pd, pt = 0x10000, 0x11000
-    machine.write_physical(pd + 4 * 1, struct.pack("<I", pt | 7))
-    machine.write_physical(pt, struct.pack("<I", 0x200000 | 7))
-    machine.write_cr(3, pd)
-    machine.write_cr(0, CR0_PE | CR0_PG)
-    assert _rerun_from(machine, 0x400000) == 1
+    machine = _paged_spinner()
     # the host (say, a disk read landing on the page table) maps 0x400000 to other code
     machine.write_physical(0x300000, b"\xb8\x07\x00\x00\x00\xeb\xfe")
-    machine.write_physical(pt, struct.pack("<I", 0x300000 | 7))
+    machine.write_physical(PAGE_TABLE, struct.pack("<I", 0x300000 | 7))
     assert _rerun_from(machine, 0x400000) == 7
 
 

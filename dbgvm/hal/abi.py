@@ -13,7 +13,6 @@ MAX_POSTED = 32
 HEADER = struct.Struct("<HHIIi")
 HEADER_SIZE = HEADER.size    # 16
 STATUS_OFFSET = 12
-LENGTH_OFFSET = 4
 
 
 class Function(enum.IntEnum):

@@ -9,7 +9,7 @@ import os
 import struct
 
 from .abi import MAX_PAYLOAD, BlockOp, Channel, Status
-from .device import Deliver, Reply
+from .device import Reply, SubmitOnly
 
 SECTOR = 512
 REQUEST = struct.Struct("<II")
@@ -21,10 +21,9 @@ class DiskError(ValueError):
     """The image cannot be used (the message is one line for the user)."""
 
 
-class BlockDevice:
+class BlockDevice(SubmitOnly):
     channel = Channel.BLOCK
     ops = BlockOp
-    rx_capacity = 0
 
     def __init__(self, path: str, writable: bool = False) -> None:
         try:
@@ -96,12 +95,3 @@ class BlockDevice:
             except OSError as exc:
                 return Reply(Status.IOERR, info=f"flush: {exc.strerror}")
         return Reply(Status.OK, info="flush")
-
-    def describe(self, op: int, payload: bytes) -> str:
-        return ""
-
-    def attach(self, deliver: Deliver) -> None:
-        pass
-
-    def rx_posted(self) -> None:
-        pass

@@ -44,3 +44,19 @@ class Device(Protocol):
 
     def rx_posted(self) -> None:
         """The guest posted a receive buffer (a device with waiting input can fill it now)."""
+
+
+class SubmitOnly:
+    """Base of a device the guest only submits to: it receives nothing, so it needs no
+    posted buffers, no deliver callback and no rx summaries."""
+
+    rx_capacity = 0
+
+    def describe(self, op: int, payload: bytes) -> str:
+        return ""
+
+    def attach(self, deliver: Deliver) -> None:
+        pass
+
+    def rx_posted(self) -> None:
+        pass

@@ -5,13 +5,12 @@ import struct
 from collections.abc import Callable
 
 from .abi import Channel, Status, SystemOp
-from .device import Deliver, Reply
+from .device import Reply, SubmitOnly
 
 
-class SystemDevice:
+class SystemDevice(SubmitOnly):
     channel = Channel.SYSTEM
     ops = SystemOp
-    rx_capacity = 0
 
     def __init__(self, power_off: Callable[[int, str], None]) -> None:
         self._power_off = power_off
@@ -24,12 +23,3 @@ class SystemDevice:
         status &= 0xFF
         self._power_off(status, f"guest powered off (HAL system POWEROFF), status {status}")
         return Reply(Status.OK, info=f"poweroff status={status}")
-
-    def describe(self, op: int, payload: bytes) -> str:
-        return ""
-
-    def attach(self, deliver: Deliver) -> None:
-        pass
-
-    def rx_posted(self) -> None:
-        pass
