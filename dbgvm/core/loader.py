@@ -46,6 +46,9 @@ class BootImage:
     eax: int
     ebx: int
     symbols: dict[str, int]
+    # other general registers the entry protocol sets, by name ("esi": the Linux boot
+    # protocol's boot_params); written after EAX/EBX
+    entry_registers: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

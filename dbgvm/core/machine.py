@@ -207,6 +207,8 @@ class Machine:
         if image.multiboot:
             self.regs.write(UC_X86_REG_EAX, image.eax)
             self.regs.write(UC_X86_REG_EBX, image.ebx)
+        for name, value in image.entry_registers:
+            write_register(self, name, value)
         self.uc.ctl_flush_tb()
 
     # -- time and events ---------------------------------------------------------------------
