@@ -1,8 +1,9 @@
 """The ``dbgvm`` command.
 
 Exit status: the guest's status when it powers off through the HAL or writes the debug-exit
-port 0xF4; 0 when the guest ends otherwise (HLT with nothing to wake it, the instruction limit);
-1 with a one-line message when the monitor stops the guest (unsupported instruction, triple
+port 0xF4; 0 when the guest ends otherwise (HLT with nothing to wake it, the instruction limit,
+a guest reset: triple fault or keyboard-controller reset, as QEMU's -no-reboot);
+1 with a one-line message when the monitor stops the guest (unsupported instruction, double
 fault, bad memory); 2 when the command line, the kernel or a file is wrong and nothing ran.
 """
 from __future__ import annotations

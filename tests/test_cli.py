@@ -34,7 +34,7 @@ def _symbol(name: str, guest: str = "stops") -> int:
 
 @pytest.mark.parametrize("mode, status, reason, needle, symbol", [
     ("h", 0, "halted", "HLT with the virtual IF clear", "halt_insn"),
-    ("t", 1, "triple-fault", "triple fault", "triple_insn"),
+    ("t", 0, "triple-fault", "guest reset: triple fault", "triple_insn"),
     ("u", 1, "unsupported", "16-bit IRET", "iret16_insn"),
     ("m", 1, "bad-memory", "outside guest RAM", None),
     ("g", 1, "unsupported", "task_gate", "gate_insn"),

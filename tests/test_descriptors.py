@@ -46,8 +46,11 @@ def test_refusals_follow_design_rules():
     assert check(make(0x1000, 0x67, 0x89, 0), Table.LDT) is not None  # TSS in an LDT
     assert check(make(0x1000, 0x67, 0x89, 0), Table.GDT) is None
     assert check(make(0xFFFFF000, 0x67, 0x89, 0), Table.GDT) is not None  # TSS in the hole
-    assert check(make(0x3FFFFF0, 0x67, 0x89, 0), Table.GDT, 64 << 20) is not None  # past RAM
-    assert check(make(0x3FFF000, 0x67, 0x89, 0), Table.GDT, 64 << 20) is None
+    # the base is linear: anywhere below the hole (Linux's TSS is near 0xFF000000)
+    assert check(make(0xFF000000, 0x67, 0x89, 0), Table.GDT) is None
+    assert check(make(0xFFBFFF98, 0x67, 0x89, 0), Table.GDT) is None   # last byte 0xFFBFFFFF
+    assert check(make(0xFFBFFF99, 0x67, 0x89, 0), Table.GDT) is not None  # reaches the hole
+    assert check(make(0xFFB00000, 0xFFFF, 0x82, 0), Table.GDT) is None     # an LDT likewise
     assert check(make(0xFFC00000, 0xFFF, 0x92, 0), Table.GDT) is not None  # base in the hole
     assert check(make(0, 0, 0x0E, 0), Table.GDT) is None              # not present: accepted
     assert check(make(0, 0, 0x80, 0), Table.GDT) is not None          # reserved type 0
@@ -88,7 +91,7 @@ def test_call_gates_must_target_guest_code():
 
     tables = SegmentTables(FakeUc(), TableLayout(0, 0, 0, 0),
                            lambda addr, size: image[addr:addr + size],
-                           lambda kind, eip, **f: events.append(f), lambda: 0, 64 << 20)
+                           lambda kind, eip, **f: events.append(f), lambda: 0)
     tables.load_gdt(0, len(image) - 1, 0)
     assert tables.refusal(0x18) is None
     assert "0x0010 is not a code segment" in tables.refusal(0x20)

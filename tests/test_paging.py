@@ -213,19 +213,28 @@ def test_rewritten_descriptors_are_revalidated_with_paging_off(guest):
     run = guest("desctables", cmdline="mode=flat")
     _check_desctables(run)
     assert not run.machine.mmu.paging
-    # with the guest's paging off the shadow maps RAM one to one, the GDT page read-only
+    # with the guest's paging off the shadow maps RAM one to one, the GDT page writable: the
+    # table's own bytes are watched, so stores beside it on the same page never trap
     gdt = run.symbol("gdt")
     entry = run.machine.mmu.shadow_entry(gdt, False)
-    assert entry is not None and entry & 0xFFFFF000 == gdt & 0xFFFFF000 and not entry & 2
+    assert entry is not None and entry & 0xFFFFF000 == gdt & 0xFFFFF000 and entry & 2
+    assert _watched(run) == [(gdt, run.machine.tables.gdt.limit + 1)]
+
+
+def _watched(run):
+    return [(p.linear, p.size) for p in run.machine.descriptor_watch.pieces]
 
 
 def test_rewritten_descriptors_are_revalidated_under_the_shadow(guest):
     run = guest("desctables", cmdline="mode=paging")
     _check_desctables(run)
-    # the GDT page is never writable in the shadow
+    # the GDT's bytes are watched through the guest's paging (their physical frame)
     gdt = run.symbol("gdt")
     entry = run.machine.mmu.shadow_entry(gdt, False)
-    assert entry is not None and entry & 1 and not entry & 2
+    assert entry is not None and entry & 1
+    pieces = run.machine.descriptor_watch.pieces
+    assert sum(p.size for p in pieces) == run.machine.tables.gdt.limit + 1
+    assert pieces[0].paddr == entry & 0xFFFFF000 | gdt & 0xFFF
 
 
 def _check_desctables(run):

@@ -1,8 +1,11 @@
 """Virtual time, derived from the retired-instruction count so that runs are deterministic.
 
 The virtual CPU retires one instruction every :data:`NS_PER_INSN` nanoseconds (100 MIPS). HLT
-with the virtual IF set does not spin: it idles virtual time forward to the next timer deadline,
-so time is ``icount + idle`` instruction periods.
+with the virtual IF set does not spin: it idles virtual time forward to the next timer deadline.
+A trapped time read (RDTSC, RDMSR of the TSC) is charged :data:`TIME_READ_CHARGE` periods: on
+hardware it takes tens of cycles, and a ``udelay`` loop spins on it, so charging one period
+would make a virtual millisecond cost ~100,000 traps. The charge depends on the instruction
+stream alone, so runs stay deterministic. Time is ``icount + idle + charged`` periods.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 NS_PER_INSN = 10
+TIME_READ_CHARGE = 200       # instruction periods (2 us) per trapped time read
 
 
 class Timer(Protocol):
@@ -24,11 +28,20 @@ class VirtualClock:
     def __init__(self, icount: Callable[[], int]) -> None:
         self._icount = icount
         self.idle = 0
+        self.charged = 0
         self._timers: list[Timer] = []
 
     def now(self) -> int:
         """Current virtual time in instruction periods."""
-        return self._icount() + self.idle
+        return self._icount() + self.idle + self.charged
+
+    def charge(self, periods: int) -> bool:
+        """Advance virtual time by ``periods`` for work the CPU did in no instructions (a
+        trapped time read). True when that reached a timer deadline: the caller should end
+        the quantum so the timer fires on time."""
+        self.charged += periods
+        deadline = self.next_deadline()
+        return deadline is not None and deadline <= self.now()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)

@@ -66,6 +66,9 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
         raise GuestFault(Vector.GP, vector * 8 + 2 + ext)
     gate = Descriptor.from_bytes(m.read_linear(vcpu.idtr.base + vector * 8, 8))
     kind = gate.system_type
+    if kind is SystemType.TASK_GATE and vector == Vector.DF:
+        raise GuestStop(StopReason.DOUBLE_FAULT, "guest double fault (IDT entry 0x8 is a task "
+                        "gate, as Linux's; dbgvm does not switch tasks)")
     if kind is SystemType.TASK_GATE or kind in (SystemType.INTERRUPT_GATE16,
                                                  SystemType.TRAP_GATE16):
         raise GuestStop(StopReason.UNSUPPORTED,
@@ -150,6 +153,7 @@ def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
         if vcpu.cpl <= vcpu.iopl or vcpu.cpl == 0:
             m.set_vif(bool(new_flags & EFLAGS_IF), "iret")
         regs.write(UC_X86_REG_EFLAGS, (new_flags & EFLAGS_RESTORABLE) | EFLAGS_FIXED)
+        m.mirror_vif()
     m.set_cpl(new_cpl)
     regs.write(UC_X86_REG_CS, new_cs | 3)
     regs.write(UC_X86_REG_EIP, new_eip)

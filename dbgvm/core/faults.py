@@ -42,7 +42,8 @@ class StopReason(str, enum.Enum):
     HALTED = "halted"
     MAX_INSNS = "max-insns"
     UNSUPPORTED = "unsupported"
-    TRIPLE_FAULT = "triple-fault"
+    TRIPLE_FAULT = "triple-fault"      # exit status 0, as QEMU's -no-reboot: a guest reset
+    DOUBLE_FAULT = "double-fault"      # a #DF whose IDT entry is a task gate (Linux's)
     BAD_MEMORY = "bad-memory"
     MONITOR_ERROR = "monitor-error"
     BREAKPOINT = "breakpoint"

@@ -99,6 +99,7 @@ def write_register(m: "Machine", name: str, value: int) -> None:
             m.vcpu.iopl = (value & EFLAGS_IOPL) >> 12
             m.set_vif(bool(value & EFLAGS_IF), "debugger")
             m.regs.write(X.UC_X86_REG_EFLAGS, (value & ~(EFLAGS_IF | EFLAGS_IOPL)) | EFLAGS_FIXED)
+            m.mirror_vif()
         elif name in ("cs", "ss"):
             _write_cs_ss(m, name, value & 0xFFFF)
         elif name in _DATA_SEGS:

@@ -21,17 +21,20 @@ from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_COD
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED,
                      UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, Uc, UcError)
-from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0,
+from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT,
+                               UC_X86_INS_SYSENTER, UC_X86_REG_CR0,
                                UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS,
                                UC_X86_REG_DS, UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
-                               UC_X86_REG_EDX, UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
+                               UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ES,
+                               UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
                                UC_X86_REG_GS, UC_X86_REG_SS)
 
 from . import privileged
-from .clock import VirtualClock
+from .clock import TIME_READ_CHARGE, VirtualClock
 from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
 from .debug import Debugger
 from .delivery import deliver
+from .descriptor_watch import DescriptorWatch
 from .descriptors import MONITOR_HOLE, Descriptor
 from .events import Event, EventBus, EventKind
 from .fast_regs import FastRegisters
@@ -50,8 +53,8 @@ from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
 from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull, ShadowMmu
 from .snapshot import Part, SnapshotStore
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
-from .vcpu import (CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_TSD, GuestRegisters,
-                   VirtualCpu)
+from .vcpu import (CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_TSD, EFLAGS_IF,
+                   GuestRegisters, VirtualCpu)
 
 DEFAULT_RAM_MB = 64
 QUANTUM = 1 << 20
@@ -68,6 +71,7 @@ BOOT_ESP = 0x7C00
 MAX_RAM_MB = 3072
 MAX_FILLS_PER_INSN = 8   # code pages, data pages and a stack page of one instruction, at most
 
+SYSENTER_VECTOR = -1     # trap events of SYSENTER, which is hooked, not trapped
 _DATA_SEGS = (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS)
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
 
@@ -138,7 +142,10 @@ class Machine:
         self._bp_hooks: dict[int, int] = {}
         self._after_step: list[Callable[[], None]] = []
         self.tables = SegmentTables(uc, TABLES, self.read_linear, self._emit,
-                                    lambda: self.trap_eip, self.ram_size)
+                                    lambda: self.trap_eip)
+        self.descriptor_watch = DescriptorWatch(
+            uc, self.tables, lambda linear: self.mmu.guest_walk(linear, False, False),
+            lambda: self.trap_eip)
         self.symbols: dict[str, int] = {}
         self.trap_eip = 0
 
@@ -157,6 +164,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_INSN, self._on_sysenter, None, 1, 0, UC_X86_INS_SYSENTER)
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
                     UC_HOOK_MEM_FETCH_UNMAPPED, self._on_unmapped)
         self._enter_ring3()
@@ -229,6 +237,15 @@ class Machine:
         """Publish an event from a device, at the instruction being handled."""
         self._emit(kind, self.trap_eip, **fields)
 
+    def read_tsc(self) -> int:
+        """The time-stamp counter (one tick per instruction period), read by a trapped
+        RDTSC or RDMSR: the read is charged in virtual time (clock.py), and the quantum ends
+        when that makes a timer due."""
+        tsc = self.clock.now()
+        if self.clock.charge(TIME_READ_CHARGE):
+            self._request_boundary()
+        return tsc
+
     def power_off(self, status: int, message: str) -> None:
         """A device ends the run on the guest's behalf (the HAL's system POWEROFF)."""
         self._end(StopReason.POWEROFF, message, status)
@@ -243,11 +260,22 @@ class Machine:
         if self.vcpu.vif == value:
             return
         self.vcpu.vif = value
+        self.mirror_vif()
         if self.events.wants(EventKind.VIF):
             self._emit(EventKind.VIF, self.trap_eip, **{"from": int(not value), "to": int(value),
                                                         "cause": cause})
         if value and self.pic.pending():
             self._request_boundary()
+
+    def mirror_vif(self) -> None:
+        """Keep the real EFLAGS.IF equal to the virtual IF, so that PUSHF (which does not
+        trap at CPL 3) shows the guest its own interrupt flag. Safe: Unicorn never takes a
+        hardware interrupt, and POPF at CPL 3 with IOPL 0 leaves the real IF alone. Called
+        wherever the monitor writes EFLAGS."""
+        flags = self.regs.read(UC_X86_REG_EFLAGS)
+        wanted = flags | EFLAGS_IF if self.vcpu.vif else flags & ~EFLAGS_IF
+        if wanted != flags:
+            self.regs.write(UC_X86_REG_EFLAGS, wanted)
 
     def set_cpl(self, cpl: int) -> None:
         self.vcpu.cpl = cpl
@@ -351,11 +379,9 @@ class Machine:
             offset = paddr & 0xFFF
             with self.mmu.alias(paddr - offset, ring3) as linear:
                 self.uc.ctl_remove_cache(linear + offset, linear + offset + len(data))
-        touched = self.mmu.host_wrote(paddr, len(data), self.trap_eip)
-        if touched:
+        if self.mmu.host_wrote(paddr, len(data), self.trap_eip):
             self._sync_exits()
-            if any(self.mmu.is_descriptor_frame(frame) for frame in touched):
-                self.tables.rescan(self.trap_eip, (GuestFault, GuestStop))
+        self.descriptor_watch.host_wrote(paddr, data)
 
     # -- control registers ------------------------------------------------------------------
     def read_cr(self, index: int) -> int:
@@ -399,21 +425,13 @@ class Machine:
         self._sync_exits()
 
     def descriptor_tables_moved(self) -> None:
-        """The guest loaded a GDT/LDT or changed paging: write-protect the pages its tables
-        live on in the shadow, so that a rewritten descriptor is noticed."""
-        frames = set()
-        for first, last in self.tables.guest_ranges():
-            for page in range(first & ~0xFFF, last + 1, 4096):
-                t = self.mmu.guest_walk(page, False, False)
-                if not isinstance(t, PageFault):
-                    frames.add(t.paddr & ~0xFFF)
-        self.mmu.protect_descriptor_frames(frozenset(frames))
+        """The guest loaded a GDT/LDT or changed paging: watch the bytes its tables occupy,
+        so that a rewritten descriptor is noticed (descriptor_watch.py)."""
+        self.descriptor_watch.tables_moved()
 
     def _after_protected_write(self, write: ProtectedWrite, ring3: bool, eip: int) -> None:
         self.mmu.after_protected_write(write.vaddr, write.paddr, ring3, eip)
         self._sync_exits()
-        if self.mmu.is_descriptor_frame(write.paddr & ~0xFFF):
-            self.tables.rescan(eip, (GuestFault, GuestStop))
 
     def _emit_pt(self, op: str, eip: int, **fields: object) -> None:
         self._emit(EventKind.PT, eip, op=op, **fields)
@@ -498,13 +516,26 @@ class Machine:
             code, insn = cached
             if self.read_linear(linear, len(code)) == code:
                 return insn
-        size = 15 if linear + 15 <= self.ram_size else max(1, self.ram_size - linear)
-        code = self.read_linear(linear, size)
+        code = self._read_code(linear)
         insn = next(self._cs.disasm(code, eip, 1), None)
         if insn is None:
             raise GuestFault(Vector.UD)
         self._decoded[linear] = (code[:insn.size], insn)
         return insn
+
+    def _read_code(self, linear: int) -> bytes:
+        """Up to 15 bytes of code at ``linear`` (the longest x86 instruction), through the
+        guest's paging: the first page must be readable (or the fetch faults), the bytes on a
+        following page only when it is mapped (an instruction may end just before it)."""
+        size = min(15, MONITOR_HOLE - linear)
+        first = min(size, 4096 - (linear & 0xFFF))
+        code = self.read_linear(linear, first)
+        if first < size:
+            try:
+                code += self.read_linear(linear + first, size - first)
+            except (GuestFault, GuestStop):
+                pass
+        return code
 
     def describe_insn(self, eip: int) -> str:
         try:
@@ -520,7 +551,7 @@ class Machine:
         eip = self.regs.read(UC_X86_REG_EIP)
         try:
             if info.is_software_int:
-                length = 1 if intno in (3, 4) and self.ram[eip - 1] in (0xCC, 0xCE) else 2
+                length = 1 if intno in (3, 4) and self._one_byte_int(eip - 1) else 2
                 self.trap_eip = eip - length
                 self._emit(EventKind.TRAP, self.trap_eip, vector=intno,
                            insn=self.describe_insn(self.trap_eip), action="deliver")
@@ -533,13 +564,21 @@ class Machine:
                     self._latch.settle_flags()
                     self._handle_fault(intno, info.error_code, eip)
         except GuestStop as stop:
-            self._end(stop.reason, self._stop_message(stop.message, self.trap_eip), 1,
-                      self.trap_eip)
+            self._guest_stop(stop, self.trap_eip)
         except Exception as exc:  # noqa: BLE001 - the host must survive any guest action
             self._monitor_error(exc, self.trap_eip)
         finally:
             self._latch.rearm()
             self._in_exception_hook = False
+
+    def _one_byte_int(self, eip: int) -> bool:
+        """Was the software interrupt that returns to ``eip + 1`` INT3 or INTO (one byte),
+        rather than INT n (two)? Read through the guest's paging: EIP is linear."""
+        linear = self.tables.base_of(self.regs.read(UC_X86_REG_CS)) + eip
+        try:
+            return self.read_linear(linear & 0xFFFFFFFF, 1) in (b"\xcc", b"\xce")
+        except (GuestFault, GuestStop):
+            return False
 
     def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
@@ -608,7 +647,20 @@ class Machine:
             else:
                 self._emit(EventKind.TRAP, fault_eip, vector=int(Vector.DF),
                            insn=self.describe_insn(fault_eip), action="reflect")
-                self._deliver_guarded(Vector.DF, return_eip, error_code=0)
+                try:
+                    self._deliver_guarded(Vector.DF, return_eip, error_code=0)
+                except GuestStop as stop:
+                    if stop.reason is not StopReason.DOUBLE_FAULT:
+                        raise
+                    raise GuestStop(stop.reason, f"{stop.message}: delivering vector "
+                                    f"{vector} raised vector {fault.vector} error "
+                                    f"{fault.error_code:#x}; frame: {self._frame()}") from None
+
+    def _frame(self) -> str:
+        """The registers a crash report needs, in one line."""
+        r = self.registers()
+        return (f"cs:eip {r.cs:#06x}:{r.eip:#010x} ss:esp {r.ss:#06x}:{r.esp:#010x} "
+                f"eflags {r.eflags:#010x} cr2 {r.cr2:#010x} cr3 {r.cr3:#010x}")
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         self._in_exception_hook = True
@@ -621,7 +673,7 @@ class Machine:
                        action="reflect")
             self._deliver_guarded(Vector.UD, eip)
         except GuestStop as stop:
-            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
+            self._guest_stop(stop, eip)
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, eip)
         finally:
@@ -679,6 +731,25 @@ class Machine:
         privileged.cpuid(self)
         return True
 
+    def _on_sysenter(self, uc: Uc, _: object) -> None:
+        """SYSENTER, emulated (privileged.sysenter). Unicorn adds the instruction's 2 bytes to
+        whatever EIP the hook leaves, so the hook leaves the target minus 2."""
+        eip = self.regs.read(UC_X86_REG_EIP)
+        self.trap_eip = eip
+        try:
+            insn = self.decode(eip)
+            try:
+                privileged.sysenter(self)
+                self._emit_trap(SYSENTER_VECTOR, eip, insn, "emulate")
+            except GuestFault as fault:
+                self._emit_trap(int(fault.vector), eip, insn, "reflect")
+                self._reflect(fault, eip)
+        except GuestStop as stop:
+            self._guest_stop(stop, eip)
+        except Exception as exc:  # noqa: BLE001
+            self._monitor_error(exc, eip)
+        self.regs.write(UC_X86_REG_EIP, (self.regs.read(UC_X86_REG_EIP) - 2) & 0xFFFFFFFF)
+
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
                      _: object) -> bool:
         eip = self.regs.read(UC_X86_REG_EIP)
@@ -686,6 +757,16 @@ class Machine:
                   f"guest access to physical {address:#x} (size {size}) outside guest RAM at "
                   f"eip {eip:#010x}: {self.describe_insn(eip)}", 1, eip)
         return False
+
+    def _guest_stop(self, stop: GuestStop, eip: int) -> None:
+        """End the run for a GuestStop raised while handling the instruction at ``eip``. A
+        triple fault resets a PC; dbgvm ends the run there with status 0, as QEMU does with
+        -no-reboot (Linux reboots this way after a panic with panic=N)."""
+        if stop.reason is StopReason.TRIPLE_FAULT:
+            self._end(stop.reason, "guest reset: " + self._stop_message(stop.message, eip), 0,
+                      eip)
+        else:
+            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
 
     def _stop_message(self, message: str, eip: int) -> str:
         return f"{message} at eip {eip:#010x}: {self.describe_insn(eip)}"
@@ -723,7 +804,7 @@ class Machine:
         try:
             self._deliver_guarded(vector, eip, external=True)
         except GuestStop as stop:
-            self._end(stop.reason, self._stop_message(stop.message, eip), 1, eip)
+            self._guest_stop(stop, eip)
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, eip)
 
@@ -952,6 +1033,7 @@ class Machine:
         return self._snapshots
 
     def _after_restore(self) -> None:
+        self.mirror_vif()
         self._decoded.clear()
         self._stop = None
         self._after_step.clear()

@@ -20,7 +20,7 @@ from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, U
 from .descriptors import Descriptor, SystemType
 from .delivery import stack_segment, emulate_iret, emulate_retf
 from .faults import GuestFault, GuestStop, StopReason, Vector
-from .vcpu import CR0_PE, CR0_TS, CR4_TSD
+from .vcpu import CR0_PE, CR0_TS, CR4_TSD, EFLAGS_RF, EFLAGS_VM
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -268,7 +268,7 @@ def _retf(m: "Machine", insn: CsInsn) -> bool:
 def _rdtsc(m: "Machine", insn: CsInsn) -> bool:
     if m.vcpu.cr4 & CR4_TSD and m.vcpu.cpl != 0:
         raise GuestFault(Vector.GP, 0)
-    tsc = m.clock.now()
+    tsc = m.read_tsc()
     m.regs.write(UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
     m.regs.write(UC_X86_REG_EDX, tsc >> 32)
     return Emulated.NEXT
@@ -278,7 +278,7 @@ def _rdmsr(m: "Machine", insn: CsInsn) -> bool:
     _require_ring0(m)
     index = m.regs.read(UC_X86_REG_ECX)
     if index == MSR_TSC:
-        value = m.clock.now()
+        value = m.read_tsc()
     elif index in PLAIN_MSRS:
         value = m.vcpu.msrs.get(index, 0)
     else:
@@ -298,12 +298,44 @@ def _wrmsr(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
+# -- fast system calls ---------------------------------------------------------------------
+def sysenter(m: "Machine") -> None:
+    """SYSENTER (SDM vol. 2B): to virtual ring 0 at SYSENTER_CS:SYSENTER_EIP, stack
+    SYSENTER_CS+8:SYSENTER_ESP, IF cleared. Unicorn 2.1.4 does nothing for it but move EIP
+    past it, so the monitor does it all (the vDSO's __kernel_vsyscall uses it)."""
+    cs = m.vcpu.msrs.get(MSR_SYSENTER_CS, 0) & 0xFFFC
+    if cs == 0:
+        raise GuestFault(Vector.GP, 0)
+    m.set_vif(False, "sysenter")
+    m.set_cpl(0)
+    m.regs.write(x86_const.UC_X86_REG_CS, cs | 3)
+    m.regs.write(UC_X86_REG_SS, (cs + 8) | 3)
+    m.regs.write(UC_X86_REG_ESP, m.vcpu.msrs.get(MSR_SYSENTER_ESP, 0))
+    m.regs.write(x86_const.UC_X86_REG_EIP, m.vcpu.msrs.get(MSR_SYSENTER_EIP, 0))
+    flags = m.regs.read(x86_const.UC_X86_REG_EFLAGS)
+    m.regs.write(x86_const.UC_X86_REG_EFLAGS, flags & ~(EFLAGS_VM | EFLAGS_RF))
+
+
+def _sysexit(m: "Machine", insn: CsInsn) -> bool:
+    """SYSEXIT: to virtual ring 3 at SYSENTER_CS+16:EDX, stack SYSENTER_CS+24:ECX."""
+    _require_ring0(m)
+    cs = m.vcpu.msrs.get(MSR_SYSENTER_CS, 0) & 0xFFFC
+    if cs == 0:
+        raise GuestFault(Vector.GP, 0)
+    m.set_cpl(3)
+    m.regs.write(x86_const.UC_X86_REG_CS, (cs + 16) | 3)
+    m.regs.write(UC_X86_REG_SS, (cs + 24) | 3)
+    m.regs.write(UC_X86_REG_ESP, m.regs.read(UC_X86_REG_ECX))
+    m.regs.write(x86_const.UC_X86_REG_EIP, m.regs.read(UC_X86_REG_EDX))
+    return Emulated.JUMPED
+
+
 HANDLERS: dict[str, Handler] = {
     "cli": _cli, "sti": _sti, "hlt": _hlt, "mov": _mov, "clts": _clts, "lmsw": _lmsw,
     "invlpg": _invlpg, "wbinvd": _nop_cache, "invd": _nop_cache,
     "lgdt": _lgdt, "lidt": _lidt, "lldt": _lldt, "ltr": _ltr, "pop": _pop, "lss": _lss,
     "iretd": _iret, "iret": _iret, "retf": _retf, "rdtsc": _rdtsc, "rdmsr": _rdmsr,
-    "wrmsr": _wrmsr,
+    "wrmsr": _wrmsr, "sysexit": _sysexit,
 }
 
 # CPUID: a fixed, documented model (docs/events.md lists it). Family 6 model 3, FPU, TSC,

@@ -52,9 +52,8 @@ Emit = Callable[..., None]
 
 class SegmentTables:
     def __init__(self, uc: Uc, layout: TableLayout, read_linear: ReadLinear, emit: Emit,
-                 eip: Callable[[], int], ram_size: int) -> None:
+                 eip: Callable[[], int]) -> None:
         self._uc = uc
-        self._ram_size = ram_size
         self._eip = eip
         self._layout = layout
         self._read_linear = read_linear
@@ -91,7 +90,7 @@ class SegmentTables:
 
     def _validate(self, which: Table, index: int, desc: Descriptor, eip: int) -> None:
         table = self._table(which)
-        reason = check(desc, which, self._ram_size) or self._gate_target_problem(desc)
+        reason = check(desc, which) or self._gate_target_problem(desc)
         if reason is None:
             table.refused.pop(index, None)
         else:
@@ -146,11 +145,12 @@ class SegmentTables:
         index = selector >> 3
         if index >= len(table.entries) or table is self._boot_gdt:
             return False
-        return self._update(which, index,
+        return self.update_entry(which, index,
                             Descriptor.from_bytes(self._read_linear(table.base + index * 8, 8)),
                             eip)
 
-    def _update(self, which: Table, index: int, fresh: Descriptor, eip: int) -> bool:
+    def update_entry(self, which: Table, index: int, fresh: Descriptor, eip: int) -> bool:
+        """The guest's entry is now ``fresh``: re-validate and reinstall it if it changed."""
         table = self._table(which)
         if fresh == table.entries[index]:
             return False
@@ -164,19 +164,14 @@ class SegmentTables:
         self._uc.mem_write(base3 + index * 8, r3)
         return True
 
-    def rescan(self, eip: int, unreadable: type[Exception]) -> None:
-        """Re-read every entry of the guest's GDT and LDT after the guest wrote to them."""
-        for which in (Table.GDT, Table.LDT):
-            for index in range(len(self._table(which).entries)):
-                try:
-                    self.refresh_entry(index << 3 | (4 if which is Table.LDT else 0), eip)
-                except unreadable:
-                    break  # the table is no longer mapped: loads will fault when it is used
+    def guest_tables(self) -> list[tuple[Table, GuestTable]]:
+        """The guest's own GDT and LDT (not the boot GDT dbgvm starts it with)."""
+        return [(which, t) for which, t in ((Table.GDT, self.gdt), (Table.LDT, self.ldt))
+                if t is not self._boot_gdt and t.entries]
 
     def guest_ranges(self) -> list[tuple[int, int]]:
         """Linear (first, last) byte ranges of the guest's own GDT and LDT."""
-        return [(t.base, t.base + t.limit) for t in (self.gdt, self.ldt)
-                if t is not self._boot_gdt and t.entries]
+        return [(t.base, t.base + t.limit) for _, t in self.guest_tables()]
 
     def write_guest_entry(self, selector: int, desc: Descriptor) -> None:
         """Record a descriptor the monitor itself changed in guest memory (TSS busy bit)."""

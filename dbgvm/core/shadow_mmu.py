@@ -13,9 +13,9 @@ monitor can set D. Faults the guest must see are returned to the caller to refle
 
 Shadows of recently used address spaces (by guest CR3) are kept, so switching back is cheap.
 That is only correct if no shadow entry goes stale, so every guest page a shadow was built from
-(page directories and page tables), and every page of the guest's GDT/LDT, is mapped read-only:
-a guest write to one faults, the monitor lets that one instruction write, then drops the shadow
-entries built from the page (and re-validates descriptors). A CR3 write thus never needs to
+(page directories and page tables) is mapped read-only: a guest write to one faults, the
+monitor lets that one instruction write, then drops the shadow entries built from the page.
+(Descriptor tables are watched byte-exactly instead: descriptor_watch.py.) A CR3 write thus never needs to
 drop anything; changes of CR0.PG/CR0.WP/CR4.PSE drop everything.
 
 Each address space has one shadow root per privilege view. The guest kernel (virtual ring 0)
@@ -60,7 +60,7 @@ class OutsideRam(Exception):
 @dataclass(frozen=True)
 class ProtectedWrite:
     """A permitted guest write to a page the monitor keeps read-only (a page table or
-    directory a shadow was built from, or a descriptor-table page)."""
+    directory a shadow was built from)."""
 
     vaddr: int
     paddr: int
@@ -116,7 +116,6 @@ class ShadowMmu:
         self.wp = False
         self.pse = False
         self._spaces: OrderedDict[int, AddressSpace] = OrderedDict()
-        self._descriptor_frames: frozenset[int] = frozenset()
         self._writable: dict[int, set[int]] = {}   # guest frame -> shadow PTEs mapping it RW
         self._protected: frozenset[int] = frozenset()
         self.space = self._space(IDENTITY)
@@ -239,31 +238,31 @@ class ShadowMmu:
         self._emit("flush", eip, cr3=self.cr3, cause=cause, cached=0)
 
     def invlpg(self, vaddr: int, eip: int) -> None:
+        """Drop the page's shadow entries. Unicorn's TLB (which has no single-page flush)
+        only ever holds translations the shadow has, and every zap flushes it: so when no
+        view had a present entry for the page, there is nothing to flush (most of Linux's
+        INVLPGs: text_poke and early_memremap clear mappings that were never touched)."""
         index = vaddr >> 22
+        present = False
         for root in self.space.roots:
             table = root.tables.get(index)
             if table is not None:
-                self._put(table + 4 * ((vaddr >> 12) & 0x3FF), 0)
+                addr = table + 4 * ((vaddr >> 12) & 0x3FF)
+                present = present or bool(self._get(addr) & P)
+                self._put(addr, 0)
         self.stats.invlpgs += 1
-        self._flush_tlb()
-        self._emit("invlpg", eip, vaddr=vaddr)
+        if present:
+            self._flush_tlb()
+        self._emit("invlpg", eip, vaddr=vaddr, flushed=int(present))
 
     # -- write protection -----------------------------------------------------------------
     def _protected_frames(self) -> frozenset[int]:
-        frames = set(self._descriptor_frames)
+        frames: set[int] = set()
         for space in self._spaces.values():
             if space.key != IDENTITY:
                 frames.add(space.key)
             frames.update(space.sources)
         return frozenset(frames)
-
-    def protect_descriptor_frames(self, frames: frozenset[int]) -> None:
-        """Keep these guest frames (the guest's GDT/LDT pages) read-only in every shadow."""
-        self._descriptor_frames = frames
-        self._refresh_protection()
-
-    def is_descriptor_frame(self, frame: int) -> bool:
-        return frame in self._descriptor_frames
 
     def _refresh_protection(self) -> None:
         """Recompute the protected frames (every change of spaces, sources or descriptor
