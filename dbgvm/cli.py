@@ -23,6 +23,7 @@ from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
 from .hal.block import DiskError
 from .hal.pcap import PcapWriter
+from .linux import cli as linux_cli
 from .record.recorder import Recorder, file_entry
 from .record.replay import Replay
 from .record.reverse import DEFAULT_INTERVAL, ReverseEngine
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--snapshot-every", type=int, default=DEFAULT_INTERVAL, metavar="N",
                         help=f"snapshot every N instructions for going backwards (default "
                         f"{DEFAULT_INTERVAL})")
+    linux_cli.add_parser(sub)
     return parser
 
 
@@ -443,7 +445,7 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"run": run_command, "replay": replay_command}
+    commands = {"run": run_command, "replay": replay_command, "linux": linux_cli.linux_command}
     if args.command not in commands:
         return USAGE_ERROR
     try:

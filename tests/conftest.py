@@ -16,6 +16,8 @@ from dbgvm.core.events import Event, EventKind  # noqa: E402
 from dbgvm.core.loader import load  # noqa: E402
 from dbgvm.core.machine import Machine, Stop  # noqa: E402
 
+pytest_plugins = ["linux_fixtures"]
+
 
 @dataclass
 class GuestRun:
