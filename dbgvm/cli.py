@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                             "verify that it gives the same events and final state; with -s, "
                             "--gdb, -x or without --batch, debug it, backwards too.")
     replay.add_argument("file", metavar="FILE", help="the recorded run")
+    replay.add_argument("--kernel", metavar="FILE", help="use this kernel file (it must be "
+                        "the one the trace recorded: same content hash); needed only for a "
+                        "trace of format 1, which does not carry its kernel")
     replay.add_argument("--batch", action="store_true",
                         help="no prompt: verify the replay (or run the -x scripts) and exit")
     replay.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
@@ -260,7 +263,9 @@ MAX_EMBEDDED_DISK = 64 << 20
 
 def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Module, ...],
                      domains: Domains) -> _Recording:
-    header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=False),
+    # the trace carries the kernel (compressed): a replay needs nothing but the file
+    header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=True,
+                                         compress=True),
                     "append": args.append, "ram_mb": args.m, "vms": args.vms,
                     "network": True, "disk": None, "initrd": []}
     header["kernel"]["bundled"] = args.kernel is None
@@ -375,7 +380,7 @@ def replay_command(args: argparse.Namespace, err: TextIO) -> int:
         trace = read_trace(args.file)
         vms = trace.header.get("vms", 1)
         console = ConsoleOutput(vms)
-        replay = Replay(trace, console.write)
+        replay = Replay(trace, console.write, kernel=args.kernel)
     except (TraceError, LoadError, DiskError, KeyError, TypeError, ValueError) as exc:
         print(f"dbgvm: {exc}", file=err)
         return USAGE_ERROR
