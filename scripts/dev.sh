@@ -72,6 +72,9 @@ setup() {
 
 command=${1:-}
 [ $# -gt 0 ] && shift
+# as `. .venv/bin/activate` would: the tests run `dbgvm` (the console script) too
+export VIRTUAL_ENV="$PWD/$VENV"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
 case "$command" in
     setup) setup ;;
     run) setup; exec "$VENV/bin/dbgvm" run "$@" ;;
