@@ -84,11 +84,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="record every packet exchanged with gdb, as JSON Lines (tests)")
     run.add_argument("--record", metavar="FILE", help="record the run to FILE (inputs, "
                      "events, final state) for `dbgvm replay` (docs/trace-format.md)")
+    sub.add_parser("guest-path", help="print the bundled guest kernel's path (built if needed)",
+                   description="Print the path of the bundled guest kernel (an ELF with "
+                   "symbols, for gdb), building it first if needed.")
     replay = sub.add_parser("replay", help="re-execute a recorded run and check it is the same",
                             description="Replay a run recorded with `dbgvm run --record` and "
                             "verify that it gives the same events and final state; with -s, "
                             "--gdb, -x or without --batch, debug it, backwards too.")
     replay.add_argument("file", metavar="FILE", help="the recorded run")
+    replay.add_argument("--kernel", metavar="FILE", help="use this kernel file (it must be "
+                        "the one the trace recorded: same content hash); needed only for a "
+                        "trace of format 1, which does not carry its kernel")
     replay.add_argument("--batch", action="store_true",
                         help="no prompt: verify the replay (or run the -x scripts) and exit")
     replay.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
@@ -156,6 +162,31 @@ def _kernel(args: argparse.Namespace) -> str:
         return args.kernel
     from .guest import bundled_kernel
     return str(bundled_kernel())
+
+
+def gdb_command_line(kernel: str | None, host: str, port: int, bundled: bool) -> str:
+    """The gdb command that attaches to this stub with the kernel's symbols (and, for the
+    bundled guest, its sources in this checkout: its debug information names them
+    /dbgvm-guest-src, the same from every checkout)."""
+    import shlex
+
+    from .guest.build import gdb_source_map
+    argv = ["gdb"] + ([kernel] if kernel else [])
+    if bundled and kernel:
+        argv += ["-ex", gdb_source_map()]
+    argv += ["-ex", f"target remote {host}:{port}"]
+    return shlex.join(argv)
+
+
+def guest_path_command(args: argparse.Namespace, err: TextIO) -> int:
+    from .guest import GuestBuildError, bundled_kernel
+    try:
+        kernel = bundled_kernel()
+    except GuestBuildError as exc:
+        print(f"dbgvm: {exc}", file=err)
+        return USAGE_ERROR
+    print(kernel)
+    return 0
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -227,7 +258,7 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
                 print(f"dbgvm: --record: {exc}", file=err)
                 return USAGE_ERROR
         if args.gdb or args.gdb_default:
-            return _serve_gdb(domains, args, err)
+            return _serve_gdb(domains, args, kernel, err)
         if not args.batch:
             return _prompt(domains, console, args)
         _attach_stdin(domains)
@@ -263,7 +294,9 @@ MAX_EMBEDDED_DISK = 64 << 20
 
 def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Module, ...],
                      domains: Domains) -> _Recording:
-    header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=False),
+    # the trace carries the kernel (compressed): a replay needs nothing but the file
+    header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=True,
+                                         compress=True),
                     "append": args.append, "ram_mb": args.m, "vms": args.vms,
                     "network": True, "disk": None, "initrd": []}
     header["kernel"]["bundled"] = args.kernel is None
@@ -342,7 +375,7 @@ def _report(stop: Stop, domains: Domains, err: TextIO) -> None:
                   file=err)
 
 
-def _serve_gdb(domains: Domains, args: argparse.Namespace, err: TextIO) -> int:
+def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: TextIO) -> int:
     """Run (or, with -S, wait) until gdb attaches, then serve debuggers until one kills the
     VM; the guest runs only when gdb continues it."""
     from .gdbstub.server import GdbServer, parse_address
@@ -360,6 +393,9 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, err: TextIO) -> int:
         server.transcript = Transcript(args.gdb_transcript)
     host, port = server.address
     print(f"dbgvm: waiting for gdb on {host}:{port}", file=err)
+    print("dbgvm: attach with: "
+          f"{gdb_command_line(str(Path(kernel).resolve()), host, port, args.kernel is None)}",
+          file=err)
     if not args.paused:
         import select
 
@@ -378,7 +414,7 @@ def replay_command(args: argparse.Namespace, err: TextIO) -> int:
         trace = read_trace(args.file)
         vms = trace.header.get("vms", 1)
         console = ConsoleOutput(vms)
-        replay = Replay(trace, console.write)
+        replay = Replay(trace, console.write, kernel=args.kernel)
     except (TraceError, LoadError, DiskError, KeyError, TypeError, ValueError) as exc:
         print(f"dbgvm: {exc}", file=err)
         return USAGE_ERROR
@@ -427,7 +463,14 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
             print(f"dbgvm: --gdb: {exc}", file=err)
             return USAGE_ERROR
         host, port = server.address
+        try:
+            kernel = str(Path(args.kernel or _replay_kernel_file(replay)).resolve())
+        except OSError:
+            kernel = None           # no symbols then: the cache cannot be written
+        attach = gdb_command_line(kernel, host, port,
+                                  bool(replay.trace.header["kernel"].get("bundled")))
         print(f"dbgvm: replaying {args.file}; waiting for gdb on {host}:{port}", file=err)
+        print(f"dbgvm: attach with: {attach}", file=err)
         server.serve()
         return 0
     if args.batch:
@@ -443,9 +486,27 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
                     scripts=args.scripts)
 
 
+def _replay_kernel_file(replay: Replay) -> str:
+    """A file holding the replayed kernel, for gdb's symbols: the trace's kernel, written once
+    to the cache under its content hash."""
+    import hashlib
+    import tempfile
+    digest = hashlib.sha256(replay.kernel).hexdigest()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "dbgvm" / "trace-kernels" / digest[:20] / \
+        Path(replay.trace.header["kernel"]["path"]).name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            tmp.write(replay.kernel)
+        os.replace(tmp.name, path)
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"run": run_command, "replay": replay_command, "linux": linux_cli.linux_command}
+    commands = {"run": run_command, "replay": replay_command, "guest-path": guest_path_command,
+                "linux": linux_cli.linux_command}
     if args.command not in commands:
         return USAGE_ERROR
     try:

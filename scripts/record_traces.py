@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""Re-record the runs in tests/traces on purpose (after a change that alters what guests see):
-the bundled guest's shell with console input, its disk with a write, and two VMs pinging each
-other. The suite replays them (tests/test_replay.py) and fails at the first divergent event."""
+"""Record the sample runs the test suite replays: the bundled guest's shell with console input,
+its disk with a write, and two VMs pinging each other.
+
+    python scripts/record_traces.py DIR      # writes DIR/shell.trace, disk.trace, ping.trace
+
+The suite records them afresh in every session (tests/conftest.py, the `recorded_traces`
+fixture: well under a second once the guest is built), so no recording is kept in the
+repository; this script makes the same files for a look at them (`zcat DIR/shell.trace`) or a
+replay by hand (`dbgvm replay DIR/shell.trace`)."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACES = ROOT / "tests" / "traces"
 
 RUNS = {
     "shell.trace": ([], b"help\nls\ncat motd\necho hi\nuptime\npoweroff\n"),
@@ -20,21 +25,32 @@ RUNS = {
 }
 
 
-def main() -> None:
-    TRACES.mkdir(parents=True, exist_ok=True)
+def record(out_dir: Path) -> dict[str, Path]:
+    """Record every run of RUNS into out_dir; the paths of the traces, by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    traces = {}
     with tempfile.TemporaryDirectory() as tmp:
         disk = Path(tmp) / "disk.img"
         disk.write_bytes(b"".join(f"sector {i}\n".encode().ljust(512, b".")
                                   for i in range(16)))
         for name, (options, stdin) in RUNS.items():
             args = [a.format(disk=disk) for a in options]
+            trace = out_dir / name
             proc = subprocess.run([sys.executable, "-m", "dbgvm", "run", "--batch", *args,
-                                   "--record", str(TRACES / name)], input=stdin,
+                                   "--record", str(trace)], input=stdin,
                                   capture_output=True, cwd=ROOT, timeout=300)
             if proc.returncode != 0:
-                raise SystemExit(f"{name}: dbgvm exited {proc.returncode}: "
-                                 f"{proc.stderr.decode()}")
-            print(f"{name}: {(TRACES / name).stat().st_size} bytes")
+                raise RuntimeError(f"{name}: dbgvm exited {proc.returncode}: "
+                                   f"{proc.stderr.decode()}")
+            traces[name] = trace
+    return traces
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit(f"usage: {sys.argv[0]} DIR")
+    for name, trace in record(Path(sys.argv[1])).items():
+        print(f"{trace}: {trace.stat().st_size} bytes")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -71,3 +72,21 @@ def qemu():
     if QEMU is None:
         pytest.skip("qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
     return run_qemu
+
+
+def _record_traces_module():
+    path = Path(__file__).resolve().parent.parent / "scripts" / "record_traces.py"
+    spec = importlib.util.spec_from_file_location("record_traces", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+record_traces = _record_traces_module()
+
+
+@pytest.fixture(scope="session")
+def recorded_traces(tmp_path_factory) -> dict[str, Path]:
+    """The sample runs of scripts/record_traces.py (shell, disk, two VMs pinging), recorded
+    once per session with this checkout: nothing recorded is kept in the repository."""
+    return record_traces.record(tmp_path_factory.mktemp("traces"))

@@ -1,4 +1,4 @@
-"""Descriptor decoding, validation (DESIGN.md section 6) and the installed copies."""
+"""Descriptor decoding, validation (docs/design.md, section 6) and the installed copies."""
 from __future__ import annotations
 
 from hypothesis import given
@@ -71,7 +71,8 @@ def test_no_installed_segment_reaches_the_hole(base, limit, granular, dpl, code)
 
 
 def test_call_gates_must_target_guest_code():
-    """DESIGN.md section 6: a call gate is accepted only when its target is a code segment."""
+    """docs/design.md, section 6: a call gate is accepted only when its target is a code
+    segment."""
     from dbgvm.core.segments import SegmentTables, TableLayout
 
     events = []

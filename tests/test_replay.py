@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,13 +23,14 @@ from hypothesis import strategies as st
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
+from dbgvm.guest import bundled_kernel
 from dbgvm.record.replay import Divergence, Replay
 from dbgvm.record.reverse import ReverseEngine
 from dbgvm.record.trace import TraceError, read
+from conftest import record_traces
 from guest_build import build
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACES = ROOT / "tests" / "traces"
 
 
 def dbgvm(*args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess:
@@ -53,17 +55,17 @@ def state(machine: Machine) -> tuple:
     return (machine.icount, asdict(machine.registers()), hashlib.sha256(machine.ram).hexdigest())
 
 
-# -- the committed recordings ------------------------------------------------------------------
+# -- the sample recordings (scripts/record_traces.py, recorded once per session) ---------------
 
-@pytest.mark.parametrize("trace", sorted(p.name for p in TRACES.glob("*.trace")))
-def test_committed_recordings_replay_identically(trace):
-    proc = dbgvm("replay", str(TRACES / trace), "--batch")
+@pytest.mark.parametrize("trace", sorted(record_traces.RUNS))
+def test_recordings_replay_identically(trace, recorded_traces):
+    proc = dbgvm("replay", str(recorded_traces[trace]), "--batch")
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"replay identical to the recording" in proc.stderr
 
 
-def test_the_recordings_cover_console_input_disk_writes_and_two_vms():
-    traces = {p.name: read(p) for p in TRACES.glob("*.trace")}
+def test_the_recordings_cover_console_input_disk_writes_and_two_vms(recorded_traces):
+    traces = {name: read(path) for name, path in recorded_traces.items()}
     assert len(traces) >= 3
     consoles = [t for t in traces.values()
                 if any(i.channel == "console" and i.payload.strip() for i in t.inputs)]
@@ -74,9 +76,10 @@ def test_the_recordings_cover_console_input_disk_writes_and_two_vms():
     assert consoles and disks and pings
 
 
-def test_a_guest_visible_change_is_reported_at_the_first_divergent_event(monkeypatch):
+def test_a_guest_visible_change_is_reported_at_the_first_divergent_event(monkeypatch,
+                                                                         recorded_traces):
     # the HAL reports its interrupt line to the guest at boot; the bundled guest prints it
-    trace = read(TRACES / "shell.trace")
+    trace = read(recorded_traces["shell.trace"])
     monkeypatch.setattr("dbgvm.hal.host.IRQ_LINE", 6)
     replay = Replay(trace, lambda vm, data: None)
     try:
@@ -95,11 +98,11 @@ def test_a_guest_visible_change_is_reported_at_the_first_divergent_event(monkeyp
     assert "(icount %d)" % first.icount in first.describe()
 
 
-def test_replay_cli_reports_a_divergence_with_its_icount(tmp_path):
-    original = read(TRACES / "shell.trace")
+def test_replay_cli_reports_a_divergence_with_its_icount(tmp_path, recorded_traces):
+    original = read(recorded_traces["shell.trace"])
     # rewrite one recorded console input: the guest then does something else
     bad = tmp_path / "bad.trace"
-    with gzip.open(TRACES / "shell.trace", "rt") as src, gzip.open(bad, "wt") as dst:
+    with gzip.open(recorded_traces["shell.trace"], "rt") as src, gzip.open(bad, "wt") as dst:
         for line in src:
             record = json.loads(line)
             if record.get("t") == "input" and record["channel"] == "console":
@@ -140,6 +143,101 @@ def test_newer_format_and_non_traces_are_refused_in_one_line(tmp_path):
                         {"t": "input", "vm": 0})
     with pytest.raises(TraceError, match="malformed"):
         read(bad_record)
+
+
+def _rewrite_header(src: Path, dst: Path, change) -> Path:
+    """A copy of trace src whose header is change(header)."""
+    with gzip.open(src, "rt") as inp, gzip.open(dst, "wt") as out:
+        out.write(json.dumps(change(json.loads(inp.readline()))) + "\n")
+        shutil.copyfileobj(inp, out)
+    return dst
+
+
+def _as_version_1(header: dict) -> dict:
+    """What format 1 wrote: the kernel by name and hash only."""
+    kernel = {k: v for k, v in header["kernel"].items() if k not in ("data", "encoding")}
+    return {**header, "version": 1, "kernel": kernel}
+
+
+def test_a_trace_carries_its_kernel_and_needs_nothing_else(tmp_path, recorded_traces):
+    trace = read(recorded_traces["shell.trace"])
+    kernel = trace.header["kernel"]
+    assert trace.header["version"] == 2 and kernel["bundled"] and kernel["encoding"] == "zlib"
+    assert kernel["sha256"] == hashlib.sha256(bundled_kernel().read_bytes()).hexdigest()
+    # no cache, no compiler, another directory: the file is enough
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "dbgvm", "replay",
+                           str(recorded_traces["shell.trace"]), "--batch"],
+                          capture_output=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PATH": str(empty), "XDG_CACHE_HOME": str(empty),
+                               "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"replay identical to the recording" in proc.stderr
+    assert not any(empty.iterdir())
+
+
+def test_a_kernel_given_for_a_replay_must_be_the_recorded_one(recorded_traces):
+    trace = str(recorded_traces["shell.trace"])
+    other = build("basics")
+    proc = dbgvm("replay", trace, "--batch", "--kernel", str(other))
+    assert proc.returncode == 2 and proc.stderr.count(b"\n") == 1, proc.stderr
+    assert f"--kernel {other} is not the kernel this trace ran".encode() in proc.stderr
+    proc = dbgvm("replay", trace, "--batch", "--kernel", str(bundled_kernel()))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"replay identical to the recording" in proc.stderr
+
+
+def test_a_version_1_trace_replays_when_its_kernel_is_found(tmp_path, recorded_traces):
+    # the bundled guest: built here, it is the recorded one (the build is reproducible)
+    old = _rewrite_header(recorded_traces["disk.trace"], tmp_path / "old.trace", _as_version_1)
+    assert read(old).header["version"] == 1
+    proc = dbgvm("replay", str(old), "--batch")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"replay identical to the recording" in proc.stderr
+    # a kernel named by its path
+    kernel = tmp_path / "kernel.elf"
+    shutil.copyfile(build("basics"), kernel)
+    recorded = tmp_path / "basics.trace"
+    assert dbgvm("run", str(kernel), "--batch", "--record", str(recorded)).returncode == 33
+    old = _rewrite_header(recorded, tmp_path / "basics-v1.trace", _as_version_1)
+    proc = dbgvm("replay", str(old), "--batch")
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_a_version_1_trace_says_in_one_line_what_is_missing(tmp_path, recorded_traces):
+    kernel = tmp_path / "kernel.elf"
+    shutil.copyfile(build("basics"), kernel)
+    recorded = tmp_path / "basics.trace"
+    assert dbgvm("run", str(kernel), "--batch", "--record", str(recorded)).returncode == 33
+    old = _rewrite_header(recorded, tmp_path / "basics-v1.trace", _as_version_1)
+    kernel.unlink()
+    proc = dbgvm("replay", str(old), "--batch")
+    assert proc.returncode == 2 and proc.stderr.count(b"\n") == 1, proc.stderr
+    err = proc.stderr.decode()
+    assert "format version 1" in err and "does not carry its kernel" in err
+    assert str(kernel) in err and "cannot be read" in err and "--kernel FILE" in err
+    # given on the command line, the kernel is found again (same bytes, another path)
+    proc = dbgvm("replay", str(old), "--batch", "--kernel", str(build("basics")))
+    assert proc.returncode == 0, proc.stderr.decode()
+    # a bundled-guest trace whose kernel is not the one built here
+    def other_hash(header: dict) -> dict:
+        header = _as_version_1(header)
+        return {**header, "kernel": {**header["kernel"], "sha256": "0" * 64}}
+    old = _rewrite_header(recorded_traces["shell.trace"], tmp_path / "shell-v1.trace",
+                          other_hash)
+    proc = dbgvm("replay", str(old), "--batch")
+    assert proc.returncode == 2 and proc.stderr.count(b"\n") == 1, proc.stderr
+    assert b"the bundled guest built here is not the recorded one" in proc.stderr
+
+
+def test_a_damaged_embedded_kernel_is_refused_in_one_line(tmp_path, recorded_traces):
+    def damage(header: dict) -> dict:
+        return {**header, "kernel": {**header["kernel"], "sha256": "0" * 64}}
+    bad = _rewrite_header(recorded_traces["shell.trace"], tmp_path / "bad.trace", damage)
+    proc = dbgvm("replay", str(bad), "--batch")
+    assert proc.returncode == 2 and proc.stderr.count(b"\n") == 1, proc.stderr
+    assert b"the kernel in the trace is damaged" in proc.stderr
 
 
 # -- reverse execution -----------------------------------------------------------------------

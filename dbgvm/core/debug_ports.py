@@ -1,4 +1,4 @@
-"""The two debug ports of DESIGN.md section 3: 0xE9 console and 0xF4 debug-exit."""
+"""The two debug ports of docs/design.md, section 3: 0xE9 console and 0xF4 debug-exit."""
 from __future__ import annotations
 
 from collections.abc import Callable

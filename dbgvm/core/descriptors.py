@@ -1,10 +1,10 @@
 """x86 segment descriptors: decoding, validation after early Xen, and the installed copies.
 
-The guest's GDT/LDT stay exactly as it wrote them. The monitor validates each descriptor (rules
-in DESIGN.md section 6) and installs *copies* in its own real tables: one copy per privilege
-view. In the ring-0 view every guest code/data segment of DPL 0 is compressed to DPL 3 (so the
-deprivileged kernel can load it at real CPL 3) and guest segments of DPL > 0 that are code are
-installed not-present, so that any return from virtual ring 0 to ring-3 code traps and the
+The guest's GDT/LDT stay exactly as it wrote them. The monitor validates each descriptor
+(rules in docs/design.md, section 6) and installs *copies* in its own real tables: one copy per
+privilege view. In the ring-0 view every guest code/data segment of DPL 0 is compressed to DPL
+3 (so the deprivileged kernel can load it at real CPL 3) and guest segments of DPL > 0 that are
+code are installed not-present, so that any return from virtual ring 0 to ring-3 code traps and the
 monitor can switch views. In the ring-3 view descriptors keep their own DPL, so hardware checks
 them as it would for a ring-3 program. In both views limits are cut so that no segment reaches
 the monitor hole.

@@ -76,11 +76,13 @@ def _check_range(what: str, paddr: int, size: int, ram_size: int) -> None:
                         f"({ram_size >> 20} MiB)")
 
 
-def _read_elf(path: Path, ram_size: int) -> tuple[list[Chunk], int, dict[str, int], bytes]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LoadError(f"{path}: cannot read: {exc.strerror}") from None
+def _read_elf(path: Path, ram_size: int, raw: bytes | None = None
+              ) -> tuple[list[Chunk], int, dict[str, int], bytes]:
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise LoadError(f"{path}: cannot read: {exc.strerror}") from None
     if raw[:4] != b"\x7fELF":
         raise LoadError(f"{path}: not an ELF file")
     if raw[4] != 1:
@@ -127,10 +129,14 @@ def _page_up(value: int) -> int:
 
 
 def load(path: str | Path, ram_size: int, cmdline: str = "",
-         modules: tuple[Module, ...] = ()) -> BootImage:
-    """Lay out the kernel and, for a Multiboot kernel, its modules and info block."""
+         modules: tuple[Module, ...] = (), data: bytes | None = None) -> BootImage:
+    """Lay out the kernel and, for a Multiboot kernel, its modules and info block.
+
+    ``data``: the kernel's bytes when they do not come from the file (a replay's kernel, carried
+    by the trace); ``path`` is then only the kernel's name, the first word of the command line
+    the guest sees, as it was when the run was recorded."""
     path = Path(path)
-    chunks, entry, symbols, raw = _read_elf(path, ram_size)
+    chunks, entry, symbols, raw = _read_elf(path, ram_size, data)
     if not _has_multiboot_header(raw[:MULTIBOOT_SEARCH]):
         if modules:
             raise LoadError(f"{path}: --initrd needs a Multiboot kernel")

@@ -1,1 +1,1 @@
-"""The GDB remote-serial stub: framing, packet handlers, target description. Issue 5."""
+"""The GDB remote-serial stub: framing, packet handlers, target description. See docs/gdb.md."""

@@ -5,6 +5,13 @@
 cached in ``${XDG_CACHE_HOME:-~/.cache}/dbgvm/guest/<key>/kernel.elf`` where the key hashes
 every source file, the flags and the tools' versions; a build happens in a private temporary
 directory and lands with an atomic rename, so concurrent builds are safe.
+
+The build is reproducible: the same sources, flags and tools give the same bytes whatever the
+checkout's path and the build directory. The tools run in the source directory on relative
+file names, and the debug information names the source directory ``/dbgvm-guest-src``
+(``SOURCE_PREFIX``) instead of its real path; ``gdb_source_map()`` gives the gdb command that
+points that name at this checkout's sources. Nothing else varies: no timestamps, no build-id
+(ld adds none unless asked), no archive.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent / "src"
+SOURCE_PREFIX = "/dbgvm-guest-src"      # the source directory's name in the debug information
 C_SOURCES = ("kernel.c", "hal.c", "net.c", "fs.c", "shell.c", "ulib.c")
 ASM_SOURCES = ("entry.S", "ustack.S")
 LINKER_SCRIPT = "link.ld"
@@ -74,9 +82,17 @@ def cache_key() -> str:
     return digest.hexdigest()[:20]
 
 
+def gdb_source_map(source_dir: Path | None = None) -> str:
+    """The gdb command that finds the bundled guest's sources in this checkout."""
+    return f"set substitute-path {SOURCE_PREFIX} {(source_dir or SOURCE_DIR).resolve()}"
+
+
 def _run(argv: list[str], what: str) -> None:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        # in the source directory, on relative names: no path of this checkout gets in
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                              cwd=SOURCE_DIR.resolve(),
+                              env={**os.environ, "LC_ALL": "C", "PWD": str(SOURCE_DIR.resolve())})
     except (OSError, subprocess.SubprocessError) as exc:
         raise GuestBuildError(f"cannot build the bundled guest: {what}: {exc}") from None
     if proc.returncode != 0:
@@ -90,20 +106,23 @@ def build(out_dir: Path) -> Path:
     """Build the kernel into out_dir (objects beside it); returns out_dir/kernel.elf."""
     for tool in (CC, AS, LD):
         _tool_version(tool)
+    out_dir = out_dir.resolve()
+    source_dir = str(SOURCE_DIR.resolve())
+    prefix_map = f"{source_dir}={SOURCE_PREFIX}"
     objects = []
     for name in C_SOURCES:
         obj = out_dir / (Path(name).stem + ".o")
-        _run([CC, *CFLAGS, "-I", str(SOURCE_DIR), "-c", str(SOURCE_DIR / name), "-o", str(obj)],
-             f"{CC} {name}")
+        _run([CC, *CFLAGS, f"-ffile-prefix-map={prefix_map}", "-I", ".", "-c", name,
+              "-o", str(obj)], f"{CC} {name}")
         objects.append(obj)
     for name in ASM_SOURCES:
         obj = out_dir / (Path(name).stem + ".o")
-        _run([AS, *ASFLAGS, "-I", str(SOURCE_DIR), "-o", str(obj), str(SOURCE_DIR / name)],
-             f"{AS} {name}")
+        _run([AS, *ASFLAGS, f"--debug-prefix-map={prefix_map}", "-I", ".", "-o", str(obj),
+              name], f"{AS} {name}")
         objects.append(obj)
     kernel = out_dir / "kernel.elf"
-    _run([LD, *LDFLAGS, "-T", str(SOURCE_DIR / LINKER_SCRIPT), "-o", str(kernel),
-          *map(str, objects)], f"{LD} kernel.elf")
+    _run([LD, *LDFLAGS, "-T", LINKER_SCRIPT, "-o", str(kernel), *map(str, objects)],
+         f"{LD} kernel.elf")
     return kernel
 
 

@@ -1,1 +1,3 @@
-"""The HAL: hypercall ABI, packet validation and host devices (console, block, net). Issue 4."""
+"""The HAL: hypercall ABI, packet validation and host devices (console, block, net).
+
+See docs/hal.md."""

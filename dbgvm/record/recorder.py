@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.events import Event, EventKind
 from ..core.machine import Machine, Stop
-from .trace import RecordedEnd, TraceWriter, encode
+from .trace import RecordedEnd, TraceWriter, decode, encode
 
 
 def sha256(data: bytes) -> str:
@@ -84,8 +84,24 @@ class Recorder:
         self._writer.close()
 
 
-def file_entry(path: str | Path, data: bytes, embed: bool) -> dict[str, Any]:
+def file_entry(path: str | Path, data: bytes, embed: bool,
+               compress: bool = False) -> dict[str, Any]:
+    """What the header says of a file: its name, hash and size, and its bytes when embedded
+    (base64; with ``compress``, of their zlib compression, ``"encoding": "zlib"``)."""
     entry: dict[str, Any] = {"path": str(path), "sha256": sha256(data), "size": len(data)}
-    if embed:
+    if embed and compress:
+        entry["encoding"] = "zlib"
+        entry["data"] = encode(zlib.compress(data, 6))
+    elif embed:
         entry["data"] = encode(data)
     return entry
+
+
+def entry_data(entry: dict[str, Any]) -> bytes:
+    """The bytes a file entry embeds (its ``data``, decoded and decompressed)."""
+    data = decode(entry["data"])
+    if entry.get("encoding") == "zlib":
+        data = zlib.decompress(data)
+    elif entry.get("encoding") is not None:
+        raise ValueError(f"unknown encoding {entry['encoding']!r} of {entry.get('path')}")
+    return data

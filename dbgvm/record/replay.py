@@ -1,7 +1,8 @@
 """Replaying a recorded run (`dbgvm replay FILE`) and checking that it is the same run.
 
-Each VM is rebuilt from the trace's header (the kernel must have the recorded content hash;
-initrd and disk contents come from the trace) and replayed on its own: every outside input,
+Each VM is rebuilt from the trace's header alone (kernel, initrd and disk contents come from
+the trace; a kernel given on the command line must have the recorded content hash) and
+replayed on its own: every outside input,
 console bytes and frames from the other VMs alike, is scheduled at its recorded virtual time,
 and frames the VM sends go nowhere (they are the other VMs' recorded inputs). Every event is
 compared with the recorded one as it happens: the first difference stops the replay and is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from ..core.faults import StopReason
 from ..core.loader import BootImage, Module, load
 from ..core.machine import Machine, Stop
 from ..domains import DomainConfig, Domains
-from .recorder import EventStream, state_digest
+from .recorder import EventStream, entry_data, state_digest
 from .trace import Trace, TraceError, decode
 
 
@@ -67,34 +69,82 @@ class Verifier:
         self._unsubscribe()
 
 
-def _kernel(header: dict) -> str:
-    kernel = header["kernel"]
+def _short(digest: str) -> str:
+    return digest[:12]
+
+
+def _read_kernel(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TraceError(f"{what} {path}: cannot read: {exc.strerror}") from None
+
+
+def kernel_bytes(trace: Trace, given: str | None = None) -> bytes:
+    """The bytes of the kernel the trace ran: those it carries (format 2), or a kernel given
+    on the command line, or for an older trace the bundled guest or the recorded path, each
+    checked against the recorded content hash (a refusal is one line)."""
+    kernel = trace.header["kernel"]
+    recorded = kernel["sha256"]
+    if given is not None:
+        data = _read_kernel(given, "--kernel")
+        if hashlib.sha256(data).hexdigest() != recorded:
+            raise TraceError(f"--kernel {given} is not the kernel this trace ran (sha256 "
+                             f"{_short(hashlib.sha256(data).hexdigest())}..., recorded "
+                             f"{_short(recorded)}...)")
+        return data
+    if "data" in kernel:
+        try:
+            data = entry_data(kernel)
+        except (ValueError, zlib.error) as exc:
+            raise TraceError(f"the kernel in the trace is damaged ({exc})") from None
+        if hashlib.sha256(data).hexdigest() != recorded:
+            raise TraceError("the kernel in the trace is damaged (its content hash differs "
+                             "from the recorded one)")
+        return data
+    # format 1: the trace names its kernel; find it here
+    old = f"this trace (format version {trace.header.get('version')}) does not carry its kernel"
+    give = f"give the recorded kernel (sha256 {_short(recorded)}...) with --kernel FILE"
+    path = kernel["path"]
+    where = path
     if kernel.get("bundled"):
-        from ..guest import bundled_kernel
-        path = str(bundled_kernel())
-    else:
-        path = kernel["path"]
+        from ..guest import GuestBuildError, bundled_kernel
+        try:
+            path = str(bundled_kernel())
+        except GuestBuildError as exc:
+            raise TraceError(f"{old}, and the bundled guest cannot be built here ({exc}): "
+                             f"{give}") from None
+        where = "the bundled guest built here"
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise TraceError(f"the recorded kernel {path}: cannot read: {exc.strerror}") from None
-    if hashlib.sha256(data).hexdigest() != kernel["sha256"]:
-        raise TraceError(f"the kernel {path} is not the recorded one (content hash differs)")
-    return path
+        raise TraceError(f"{old}, and {path} cannot be read ({exc.strerror}): {give}") from None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise TraceError(f"{old}, and {where} is not the recorded one (content hash differs): "
+                         f"{give}")
+    return data
 
 
-def build_image(header: dict) -> BootImage:
+def build_image(trace: Trace, kernel: bytes) -> BootImage:
+    """The boot image of the recorded run: the kernel keeps its recorded name (the first word
+    of the command line the guest sees), wherever its bytes come from."""
+    header = trace.header
     modules = tuple(Module(entry["path"], decode(entry["data"]), entry["spec"])
                     for entry in header.get("initrd", []))
-    return load(_kernel(header), header["ram_mb"] << 20, header.get("append", ""), modules)
+    return load(header["kernel"]["path"], header["ram_mb"] << 20, header.get("append", ""),
+                modules, data=kernel)
 
 
 class Replay:
     """The VMs of a trace, rebuilt, with their recorded inputs scheduled."""
 
-    def __init__(self, trace: Trace, console_sink: Callable[[int, bytes], None]) -> None:
+    def __init__(self, trace: Trace, console_sink: Callable[[int, bytes], None],
+                 kernel: str | None = None) -> None:
+        """``kernel``: a kernel file given by the user, checked against the recorded hash
+        (by default the trace's own, or for an older trace the one it names)."""
         header = trace.header
         self.trace = trace
+        self.kernel = kernel_bytes(trace, kernel)
         self._disk_file = None
         disk = None
         if header.get("disk") is not None:
@@ -103,7 +153,7 @@ class Replay:
             self._disk_file.flush()
             disk = self._disk_file.name
         try:
-            self.domains = Domains(build_image(header), header["vms"],
+            self.domains = Domains(build_image(trace, self.kernel), header["vms"],
                                    DomainConfig(header["ram_mb"], disk, False,
                                                 header.get("network", True)),
                                    console_sink, replay=True)

@@ -1,6 +1,6 @@
 """The recorded-run file (docs/trace-format.md): gzip-compressed JSON Lines, versioned.
 
-A header says what ran (kernel by content hash, initrd and disk contents, options); then, per
+A header says what ran (the kernel, initrd and disk contents, options); then, per
 VM and in the order they happened, every outside input with the exact instruction count and
 virtual time at which it took effect, and every event; last, per VM, how its run ended and a
 digest of its final state. Reading is strict: a file of a newer format version, or one that is
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMAT = "dbgvm-trace"
-VERSION = 1
+VERSION = 2             # 2: the kernel is in the header; 1: only its hash (still read)
 
 
 class TraceError(ValueError):

@@ -1,1 +1,1 @@
-"""The monitor: lark command language and prompt_toolkit REPL. Issue 6."""
+"""The monitor: lark command language and prompt_toolkit REPL. See docs/monitor.md."""
