@@ -47,7 +47,7 @@ from .inputs import InputQueue
 from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
 from .pit import IRQ_LINE as PIT_IRQ
-from .pit import PIT_PORTS, Pit
+from .pit import PIT_PORTS, SYSTEM_CONTROL_PORT, Pit
 from .port_bus import PortBus
 from .segments import BOOT_CS, BOOT_DS, SegmentTables, TableLayout
 from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull, ShadowMmu
@@ -122,6 +122,7 @@ class Machine:
         self.ports.register(MASTER_PORTS, self.pic)
         self.ports.register(SLAVE_PORTS, self.pic)
         self.ports.register(PIT_PORTS, self.pit)
+        self.ports.register(range(SYSTEM_CONTROL_PORT, SYSTEM_CONTROL_PORT + 1), self.pit)
         self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
         self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
         self.clock.add_timer(self.pit)

@@ -5,7 +5,8 @@ from ..core.clock import NS_PER_INSN
 from ..core.pic import Chip, Pic
 from ..core.pit import PIT_HZ, Pit
 
-_MODES = {0: "interrupt on terminal count", 2: "rate generator", 3: "square wave"}
+_MODES = {0: "interrupt on terminal count", 1: "one-shot", 2: "rate generator",
+          3: "square wave", 4: "software strobe", 5: "hardware strobe"}
 _ACCESS = {1: "lobyte", 2: "hibyte", 3: "lobyte/hibyte"}
 
 
