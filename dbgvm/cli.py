@@ -9,15 +9,19 @@ fault, bad memory); 2 when the command line, the kernel or a file is wrong and n
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from .core.events import Event, EventKind, parse_kinds
 from .core.faults import StopReason
-from .core.loader import LoadError, Module, load
+from .board.board import Board
+from .core.loader import BootImage, LoadError, Module, load
 from .core.machine import DEFAULT_RAM_MB, Stop
 from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
@@ -48,9 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("kernel", metavar="KERNEL", nargs="?",
                      help="ELF32 kernel (Multiboot v1 gets EAX/EBX and an info block as QEMU's "
                      "-kernel gives them); default: the bundled guest, built on first use")
-    run.add_argument("--append", default="", metavar="S", help="kernel command line")
-    run.add_argument("--initrd", action="append", default=[], metavar="FILE",
-                     help="a Multiboot module (repeat for more; 'FILE args' passes a cmdline)")
+    run.add_argument("-kernel", dest="kernel_option", metavar="KERNEL",
+                     help="the kernel, as QEMU spells it (instead of the KERNEL argument)")
+    run.add_argument("--append", "-append", default="", metavar="S",
+                     help="kernel command line (Linux also gets reservetop=4M: "
+                     "docs/linux.md)")
+    run.add_argument("--initrd", "-initrd", action="append", default=[], metavar="FILE",
+                     help="Linux: the initramfs; Multiboot: a module (repeat for more; "
+                     "'FILE args' passes a cmdline)")
+    run.add_argument("--boot-decompressor", action="store_true",
+                     help="Linux bzImage: run the kernel's own decompressor (slow: ~2.3 G "
+                     "instructions) instead of loading the vmlinux dbgvm unpacks")
+    run.add_argument("--rtc-base", default="utc", metavar="utc|DATE|SECONDS",
+                     help="what the CMOS clock reads at boot, as QEMU's -rtc base=: the host's "
+                     "time (default), an ISO date (2006-06-17T16:01:21) or Unix seconds; a "
+                     "fixed base makes a Linux run repeatable")
     run.add_argument("-m", type=int, default=DEFAULT_RAM_MB, metavar="MB",
                      help=f"guest RAM in MiB (default {DEFAULT_RAM_MB})")
     run.add_argument("--disk", metavar="FILE", help="disk image for the HAL block device "
@@ -160,6 +176,8 @@ class ConsoleOutput:
 def _kernel(args: argparse.Namespace) -> str:
     if args.kernel is not None:
         return args.kernel
+    if args.kernel_option is not None:
+        return args.kernel_option
     from .guest import bundled_kernel
     return str(bundled_kernel())
 
@@ -189,6 +207,49 @@ def guest_path_command(args: argparse.Namespace, err: TextIO) -> int:
     return 0
 
 
+def _rtc_base(text: str) -> int:
+    """--rtc-base as Unix seconds (ValueError with a one-line message)."""
+    if text == "utc":
+        return int(time.time())
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--rtc-base: {text!r} is not utc, a date (2006-06-17T16:01:21) "
+                         "or Unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp())
+
+
+@dataclass(frozen=True)
+class Boot:
+    """What a run boots: the image, and for Linux the PC board and a line saying what."""
+
+    image: BootImage
+    board: Board | None
+    banner: str | None
+
+
+def prepare_boot(kernel: str, append: str, modules: tuple[Module, ...], ram_mb: int,
+                 boot_decompressor: bool) -> Boot:
+    """Lay out a Linux kernel (bzImage or vmlinux: the PC board, the initramfs) or a
+    Multiboot/ELF kernel (the core's devices only). Raises LoadError."""
+    from .linux.boot import is_linux_kernel, load_linux
+    if is_linux_kernel(kernel):
+        if len(modules) > 1:
+            raise LoadError("Linux takes one --initrd (concatenate cpio archives into one)")
+        initrd = modules[0] if modules else None
+        linux = load_linux(kernel, ram_mb << 20, append, initrd.data if initrd else None,
+                           initrd_name=initrd.path if initrd else "initrd",
+                           boot_decompressor=boot_decompressor)
+        return Boot(linux.image, Board(), linux.describe())
+    if boot_decompressor:
+        raise LoadError(f"{kernel}: --boot-decompressor needs a Linux bzImage")
+    return Boot(load(kernel, ram_mb << 20, append, modules), None, None)
+
+
 def _check_args(args: argparse.Namespace) -> str | None:
     if args.max_insns is not None and args.max_insns <= 0:
         return "--max-insns must be positive"
@@ -196,6 +257,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--vms must be 1..{MAX_VMS}"
     if args.disk_writable and not args.disk:
         return "--disk-writable needs --disk FILE"
+    if args.kernel is not None and args.kernel_option is not None:
+        return "give the kernel once: KERNEL or -kernel KERNEL"
     return None
 
 
@@ -231,10 +294,13 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
         try:
             kernel = _kernel(args)
             modules = _modules(args.initrd)
-            image = load(kernel, args.m << 20, args.append, modules)
+            boot = prepare_boot(kernel, args.append, modules, args.m, args.boot_decompressor)
+            rtc_start = _rtc_base(args.rtc_base)
+            if boot.banner is not None:
+                print(f"dbgvm: {boot.banner}", file=err)
             pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
-            domains = Domains(image, args.vms, DomainConfig(args.m, args.disk,
-                                                            args.disk_writable),
+            domains = Domains(boot.image, args.vms, DomainConfig(
+                args.m, args.disk, args.disk_writable, board=boot.board, rtc_start=rtc_start),
                               console.write, pcap=pcap, notify=lambda t: print(
                                   f"dbgvm: {t}", file=err))
             out = open(args.trace_out, "w", encoding="utf-8") if args.trace_out else None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .board.board import Board, attach
 from .core.clock import NS_PER_INSN
 from .core.faults import StopReason
 from .core.loader import BootImage
@@ -66,6 +67,9 @@ class DomainConfig:
     disk: str | None = None
     disk_writable: bool = False
     network: bool = True
+    # the PC devices of a board (a Linux kernel needs them); None: only the core's
+    board: Board | None = None
+    rtc_start: int = 0          # Unix seconds the RTC reads at virtual time 0
 
 
 class Domains:
@@ -110,7 +114,16 @@ class Domains:
                             lambda m=machine: m.clock.now() * NS_PER_INSN)
             devices.append(net)
             machine.inputs.register(NET_INPUT, net.receive)
-        machine.inputs.register(CONSOLE_INPUT, console.feed)
+        board = None
+        if config.board is not None:
+            board = attach(machine, config.board, console=lambda data, i=index: console_sink(
+                i, data), start_time=config.rtc_start)
+            for paddr, table in board.acpi_tables:
+                machine.write_physical(paddr, table)
+        # console input goes to the UART when there is one (what Linux reads with
+        # console=ttyS0), else to the HAL console the bundled guest reads
+        uart = board.uart if board is not None else None
+        machine.inputs.register(CONSOLE_INPUT, uart.feed if uart is not None else console.feed)
         hal = Hal(machine, devices)
         # device state goes back in time with the machine (reverse execution)
         machine.state_parts.append(Part("hal", hal, frozenset({"machine", "devices", "_ops"})))

@@ -58,7 +58,7 @@ class Module:
     cmdline: str
 
 
-def _has_multiboot_header(head: bytes) -> bool:
+def has_multiboot_header(head: bytes) -> bool:
     for off in range(0, min(len(head), MULTIBOOT_SEARCH) - 11, 4):
         magic, flags, checksum = struct.unpack_from("<III", head, off)
         if magic == MULTIBOOT_MAGIC and (magic + flags + checksum) & 0xFFFFFFFF == 0:
@@ -137,7 +137,7 @@ def load(path: str | Path, ram_size: int, cmdline: str = "",
     the guest sees, as it was when the run was recorded."""
     path = Path(path)
     chunks, entry, symbols, raw = _read_elf(path, ram_size, data)
-    if not _has_multiboot_header(raw[:MULTIBOOT_SEARCH]):
+    if not has_multiboot_header(raw[:MULTIBOOT_SEARCH]):
         if modules:
             raise LoadError(f"{path}: --initrd needs a Multiboot kernel")
         return BootImage(tuple(chunks), entry, False, 0, 0, symbols)

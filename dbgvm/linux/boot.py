@@ -24,7 +24,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..core.descriptors import MONITOR_HOLE
 from ..core.loader import BIOS_RESERVED_TOP, MULTIBOOT_SEARCH, BootImage, Chunk, LoadError
-from ..core.loader import _has_multiboot_header as has_multiboot_header
+from ..core.loader import has_multiboot_header
 from .bzimage import LOADED_HIGH, PREF_ADDRESS_VERSION, SETUP_HEADER_OFFSET, is_bzimage
 from .bzimage import parse_setup_header, unpack
 
