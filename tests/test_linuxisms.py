@@ -179,7 +179,8 @@ def test_double_fault_through_a_task_gate_stops_with_the_frame(guest):
     assert (r.stop.reason.value, r.stop.exit_status) == ("double-fault", 1), message
     assert r.stop.reason is StopReason.DOUBLE_FAULT
     assert message.startswith("guest double fault"), message
-    assert "delivering vector 13 raised vector 11" in message
+    # #NP(IDT entry 13: 13 << 3 | IDT | EXT, SDM vol. 3 section 6.13)
+    assert f"delivering vector 13 raised vector 11 error {13 << 3 | 2 | 1:#x};" in message
     assert f"cs:eip {KCODE:#06x}:{at:#010x}" in message
     assert "task_gate" not in message
     assert [e.fields["vector"] for e in r.of(EventKind.TRAP)][-2:] == [13, 8]
@@ -233,3 +234,14 @@ def test_timer_due_during_an_rdtsc_spin_arrives_on_time(guest):
     tick = PERIODS_PER_S / PIT_HZ
     delta = int(lines["tsc delta"], 16)
     assert due - tick - 2 <= delta <= due + TIME_READ_CHARGE + 10
+
+
+# -- a fault raised while delivering an exception has EXT set ----------------------------------
+def test_fault_while_delivering_an_exception_has_ext_set(guest):
+    # UD2 with IDT entry 6 a not-present gate: #NP (benign #UD, so delivered normally) with
+    # the error code of SDM vol. 3 section 6.13: index 6, IDT (bit 1), and EXT (bit 0) since
+    # the fault occurred during delivery of an earlier exception
+    r = run(guest, "x")
+    assert r.console.splitlines() == [
+        f"#NP err={6 << 3 | 2 | 1:08x} eip={r.symbol('np_ud'):08x}", "done"], r.stop.message
+    assert exited(r, 0x0D)

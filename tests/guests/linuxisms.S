@@ -16,6 +16,7 @@
 #   v  INVLPG of a never-touched page, of a touched one, and of it again
 #   c  1000 RDTSCs at virtual CPL 0 (trapped): the TSC difference across them
 #   p  a PIT interrupt due during a spin loop of RDTSCs
+#   x  UD2 whose IDT gate is not present: #NP with the IDT and EXT bits set
         .include "common.inc"
         .set HH, 0xC0000000
         .set SPARE, 0x38
@@ -80,6 +81,8 @@ _start:
         je mode_c
         cmp $'p', %al
         je mode_p
+        cmp $'x', %al
+        je mode_x
         exit_with 0x7e
 
 # Identity-map 0..4 MiB and map 0xC0000000..0xC03FFFFF to the same physical pages (user
@@ -482,6 +485,29 @@ p_timer:
         pop %eax
         iret
 
+# -- x: a fault while delivering an exception has EXT set ---------------------------------------
+mode_x:
+        set_gate 11, np_handler, 0x8E
+        set_gate 6, gp_handler, 0x0E            # #UD: a not-present interrupt gate
+np_ud:
+        ud2
+        puts m_done
+        exit_with 0x0d
+
+np_handler:                             # frame: err eip cs eflags; skips the UD2
+        push %eax
+        puts m_np
+        mov 4(%esp), %eax
+        call print_hex
+        puts m_at
+        mov 8(%esp), %eax
+        call print_hex
+        call newline
+        addl $2, 8(%esp)
+        pop %eax
+        add $4, %esp
+        iret
+
 # -- fault handlers ----------------------------------------------------------------------------
 # frame: err eip cs eflags [esp ss]. Skips gp_skip bytes, or ends the run when that is 0.
 gp_handler:
@@ -580,6 +606,7 @@ m_done_at: .asciz "loop done at irq "
 m_ecx:  .asciz "ecx at irq "
 m_gp:   .asciz "#GP err="
 m_pf:   .asciz "#PF cr2="
+m_np:   .asciz "#NP err="
 m_err:  .asciz " err="
 m_at:   .asciz " eip="
 m_unexpected: .asciz "unexpected\n"
