@@ -61,7 +61,10 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
             software: bool = False, external: bool = False) -> None:
     """Deliver ``vector`` through the guest IDT as the processor would (SDM vol. 3 ch. 6.12)."""
     vcpu = m.vcpu
-    ext = 1 if external else 0
+    # EXT (SDM vol. 3 section 6.13): set in the error code of a fault raised while delivering
+    # an event external to the program, "such as an interrupt or an earlier exception";
+    # clear only while delivering a software interrupt (INT n, INT3, INTO)
+    ext = 0 if software and not external else 1
     if vector * 8 + 7 > vcpu.idtr.limit:
         raise GuestFault(Vector.GP, vector * 8 + 2 + ext)
     gate = Descriptor.from_bytes(m.read_linear(vcpu.idtr.base + vector * 8, 8))
