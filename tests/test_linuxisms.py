@@ -131,6 +131,10 @@ def test_gdt_sharing_a_page_with_hot_data(guest, mode):
     assert r.machine.tables.gdt.base == gdt
     # the 8-byte store was seen whole: the monitor's copy of the entry is the new descriptor
     assert r.machine.tables.gdt.entries[0x38 >> 3].raw == 0x00CF92002000FFFF
+    # each rewrite is an update event at the storing instruction
+    updates = [e for e in r.of(EventKind.DESC) if e.fields["op"] == "update"
+               and e.fields["index"] == 0x38 >> 3]
+    assert [e.eip for e in updates] == [r.symbol("hot_movw"), r.symbol("hot_movq")]
 
 
 # -- 6. SYSENTER / SYSEXIT -------------------------------------------------------------------

@@ -146,7 +146,7 @@ class Machine:
                                     lambda: self.trap_eip)
         self.descriptor_watch = DescriptorWatch(
             uc, self.tables, lambda linear: self.mmu.guest_walk(linear, False, False),
-            lambda: self.trap_eip)
+            lambda: self.regs.read(UC_X86_REG_EIP))
         self.symbols: dict[str, int] = {}
         self.trap_eip = 0
 

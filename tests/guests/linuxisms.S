@@ -275,6 +275,7 @@ hot_loop_end:
         mov $SPARE, %ax
         mov %ax, %fs
         show m_fs, %fs:0x1000           # base 0: physical 0x1000
+hot_movw:
         movw $0x1000, hot_gdt + SPARE + 2
         mov $SPARE, %ax
         mov %ax, %fs
