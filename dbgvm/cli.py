@@ -14,14 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from .core.events import Event, EventKind, parse_kinds
 from .core.faults import StopReason
-from .board.board import Board
-from .core.loader import BootImage, LoadError, Module, load
+from .boot import prepare_boot
+from .core.loader import LoadError, Module
 from .core.machine import DEFAULT_RAM_MB, Stop
 from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
@@ -223,33 +222,6 @@ def _rtc_base(text: str) -> int:
     return int(when.timestamp())
 
 
-@dataclass(frozen=True)
-class Boot:
-    """What a run boots: the image, and for Linux the PC board and a line saying what."""
-
-    image: BootImage
-    board: Board | None
-    banner: str | None
-
-
-def prepare_boot(kernel: str, append: str, modules: tuple[Module, ...], ram_mb: int,
-                 boot_decompressor: bool) -> Boot:
-    """Lay out a Linux kernel (bzImage or vmlinux: the PC board, the initramfs) or a
-    Multiboot/ELF kernel (the core's devices only). Raises LoadError."""
-    from .linux.boot import is_linux_kernel, load_linux
-    if is_linux_kernel(kernel):
-        if len(modules) > 1:
-            raise LoadError("Linux takes one --initrd (concatenate cpio archives into one)")
-        initrd = modules[0] if modules else None
-        linux = load_linux(kernel, ram_mb << 20, append, initrd.data if initrd else None,
-                           initrd_name=initrd.path if initrd else "initrd",
-                           boot_decompressor=boot_decompressor)
-        return Boot(linux.image, Board(), linux.describe())
-    if boot_decompressor:
-        raise LoadError(f"{kernel}: --boot-decompressor needs a Linux bzImage")
-    return Boot(load(kernel, ram_mb << 20, append, modules), None, None)
-
-
 def _check_args(args: argparse.Namespace) -> str | None:
     if args.max_insns is not None and args.max_insns <= 0:
         return "--max-insns must be positive"
@@ -364,10 +336,12 @@ def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Modul
     header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=True,
                                          compress=True),
                     "append": args.append, "ram_mb": args.m, "vms": args.vms,
-                    "network": True, "disk": None, "initrd": []}
+                    "network": True, "disk": None, "initrd": [],
+                    "boot_decompressor": args.boot_decompressor,
+                    "rtc_start": domains.config.rtc_start}
     header["kernel"]["bundled"] = args.kernel is None
     for module in modules:
-        header["initrd"].append({**file_entry(module.name, module.data, embed=True),
+        header["initrd"].append({**file_entry(module.path, module.data, embed=True),
                                  "spec": module.cmdline})
     if args.disk:
         data = Path(args.disk).read_bytes()

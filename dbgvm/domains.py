@@ -84,6 +84,7 @@ class Domains:
         if config.disk_writable and count > 1:
             raise ValueError("--disk-writable needs a single VM (each VM gets its own "
                              "copy-on-write view of the image otherwise)")
+        self.config = config
         self.switch = Switch(pcap, forward=not replay)
         self.notify = notify
         self.realtime = False

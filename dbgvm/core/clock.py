@@ -35,13 +35,10 @@ class VirtualClock:
         """Current virtual time in instruction periods."""
         return self._icount() + self.idle + self.charged
 
-    def charge(self, periods: int) -> bool:
+    def charge(self, periods: int) -> None:
         """Advance virtual time by ``periods`` for work the CPU did in no instructions (a
-        trapped time read). True when that reached a timer deadline: the caller should end
-        the quantum so the timer fires on time."""
+        trapped time read)."""
         self.charged += periods
-        deadline = self.next_deadline()
-        return deadline is not None and deadline <= self.now()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)

@@ -159,6 +159,8 @@ class Machine:
         self._stop: Stop | None = None
         self._halted = False
         self._shadow_until = 0
+        self._planned_deadline: int | None = None   # the timer deadline the quantum runs to
+        self._quantum_budget = 0
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -240,10 +242,17 @@ class Machine:
 
     def read_tsc(self) -> int:
         """The time-stamp counter (one tick per instruction period), read by a trapped
-        RDTSC or RDMSR: the read is charged in virtual time (clock.py), and the quantum ends
-        when that makes a timer due."""
+        RDTSC or RDMSR: the read is charged in virtual time (clock.py). The quantum was sized
+        to reach the next timer deadline one instruction per period; when the charge makes
+        the rest of it overshoot that deadline, it ends after this instruction, so a timer
+        fires at the first instruction boundary at or after its deadline whatever the
+        quantum layout (a replay slices time differently from the recorded run)."""
         tsc = self.clock.now()
-        if self.clock.charge(TIME_READ_CHARGE):
+        self.clock.charge(TIME_READ_CHARGE)
+        deadline = self.clock.next_deadline()
+        if deadline is not None and self._in_quantum and \
+                self.clock.now() + self._quantum_base + self._quantum_budget - \
+                self.current_icount() > deadline:
             self._request_boundary()
         return tsc
 
@@ -723,7 +732,11 @@ class Machine:
             claimed = self.ports.write(port, size, value)
             self._emit(EventKind.IO, self.regs.read(UC_X86_REG_EIP), port=port, size=size,
                        dir="out", value=value, **({} if claimed else {"unclaimed": True}))
-            if self.vcpu.vif and self.pic.pending():
+            # an interrupt to take now, or a timer the guest reprogrammed (the quantum was
+            # sized to the old deadline): end the quantum, so that what happens next does
+            # not depend on where quanta happen to end (replays slice time differently)
+            if self.vcpu.vif and self.pic.pending() or \
+                    self.clock.next_deadline() != self._planned_deadline:
                 self._request_boundary()
         except Exception as exc:  # noqa: BLE001
             self._monitor_error(exc, self.regs.read(UC_X86_REG_EIP))
@@ -869,7 +882,7 @@ class Machine:
                 self._shadow_until else QUANTUM
             if self._after_step:
                 budget = 1
-            deadline = self.clock.next_deadline()
+            deadline = self._planned_deadline = self.clock.next_deadline()
             if deadline is not None:
                 budget = min(budget, max(1, deadline - self.clock.now()))
             if until_time is not None:
@@ -1046,6 +1059,7 @@ class Machine:
         uc = self.uc
         self._sync_exits()
         self._quantum_base = self.icount
+        self._quantum_budget = budget
         self._boundary_pos = None
         self._restarts = 0
         self._in_quantum = True

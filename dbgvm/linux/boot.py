@@ -69,13 +69,19 @@ class LinuxBoot:
         return f"{text}; command line: {self.cmdline}"
 
 
-def is_linux_kernel(path: str | Path) -> bool:
+def _open(path: str | Path, data: bytes | None) -> BinaryIO:
+    """The kernel's bytes: ``data`` when given (a replay's kernel, from its trace), else the
+    file."""
+    return io.BytesIO(data) if data is not None else open(path, "rb")
+
+
+def is_linux_kernel(path: str | Path, data: bytes | None = None) -> bool:
     """Whether ``path`` is a bzImage or an i386 vmlinux (and not a Multiboot kernel).
 
     A vmlinux is told from other ELF kernels by what the kernel's linker script does: it is
     not Multiboot, and it links at PAGE_OFFSET plus the physical address it loads at."""
     try:
-        with open(path, "rb") as f:
+        with _open(path, data) as f:
             head = f.read(HEAD_SIZE)
             if is_bzimage(head):
                 return True
@@ -111,12 +117,13 @@ def kernel_cmdline(cmdline: str, boot_decompressor: bool) -> str:
 
 def load_linux(path: str | Path, ram_size: int, cmdline: str = "",
                initrd: bytes | None = None, *, initrd_name: str = "initrd",
-               boot_decompressor: bool = False) -> LinuxBoot:
-    """Lay out a Linux boot: kernel, initrd, command line and boot_params."""
+               boot_decompressor: bool = False, data: bytes | None = None) -> LinuxBoot:
+    """Lay out a Linux boot: kernel, initrd, command line and boot_params. ``data``: the
+    kernel's bytes when they do not come from ``path`` (a replay)."""
     path = Path(path)
     name = str(path)
     try:
-        with open(path, "rb") as f:
+        with _open(path, data) as f:
             head = f.read(HEAD_SIZE)
             if is_bzimage(head):
                 raw = head + f.read()

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..core.events import Event, EventKind
 from ..core.faults import StopReason
-from ..core.loader import BootImage, Module, load
+from ..boot import Boot, prepare_boot
+from ..core.loader import Module
 from ..core.machine import Machine, Stop
 from ..domains import DomainConfig, Domains
 from .recorder import EventStream, entry_data, state_digest
@@ -125,14 +126,14 @@ def kernel_bytes(trace: Trace, given: str | None = None) -> bytes:
     return data
 
 
-def build_image(trace: Trace, kernel: bytes) -> BootImage:
-    """The boot image of the recorded run: the kernel keeps its recorded name (the first word
-    of the command line the guest sees), wherever its bytes come from."""
+def build_boot(trace: Trace, kernel: bytes) -> Boot:
+    """The boot of the recorded run (image and board): the kernel keeps its recorded name (the
+    first word of a Multiboot command line), wherever its bytes come from."""
     header = trace.header
     modules = tuple(Module(entry["path"], decode(entry["data"]), entry["spec"])
                     for entry in header.get("initrd", []))
-    return load(header["kernel"]["path"], header["ram_mb"] << 20, header.get("append", ""),
-                modules, data=kernel)
+    return prepare_boot(header["kernel"]["path"], header.get("append", ""), modules,
+                        header["ram_mb"], header.get("boot_decompressor", False), data=kernel)
 
 
 class Replay:
@@ -153,9 +154,11 @@ class Replay:
             self._disk_file.flush()
             disk = self._disk_file.name
         try:
-            self.domains = Domains(build_image(trace, self.kernel), header["vms"],
+            boot = build_boot(trace, self.kernel)
+            self.domains = Domains(boot.image, header["vms"],
                                    DomainConfig(header["ram_mb"], disk, False,
-                                                header.get("network", True)),
+                                                header.get("network", True), boot.board,
+                                                header.get("rtc_start", 0)),
                                    console_sink, replay=True)
         except BaseException:
             self.close()
