@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .board.board import Board, attach
+from .board.board import AttachedDevices, Board, attach
 from .core.clock import NS_PER_INSN
 from .core.faults import StopReason
 from .core.loader import BootImage
@@ -58,7 +58,15 @@ class Domain:
     console: ConsoleDevice
     net: NetDevice | None
     block: BlockDevice | None
+    board: AttachedDevices | None = None     # the PC devices of a Linux guest
     stop: Stop | None = None          # how it ended (VMs other than 0 are then retired)
+
+    def listening(self) -> bool:
+        """Would console input reach the guest now (a HAL console buffer posted, or a UART
+        whose guest driver is open)? Only then can outside input wake an idle guest."""
+        uart = self.board.uart if self.board is not None else None
+        return self.hal.can_receive(Channel.CONSOLE) or (uart is not None and
+                                                          uart.accepting_input)
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class Domains:
         machine.state_parts += [Part(name, device, frozenset({"_switch"}))
                                 for name, device in (("console", console), ("net", net),
                                                      ("block", block)) if device is not None]
-        return Domain(index, machine, hal, console, net, block)
+        return Domain(index, machine, hal, console, net, block, board)
 
     @property
     def machines(self) -> list[Machine]:
@@ -219,7 +227,7 @@ class Domains:
         wakeups = [t for t in (d.machine.wakeup_time() for d in live) if t is not None]
         # console input can only wake a guest that posted a buffer for it (a frame from
         # another VM cannot come either: every VM is waiting)
-        listening = any(d.hal.can_receive(Channel.CONSOLE) for d in live)
+        listening = any(d.listening() for d in live)
         if self.input is None or not listening:
             return bool(wakeups)
         if not wakeups:
