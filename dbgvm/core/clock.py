@@ -5,7 +5,11 @@ with the virtual IF set does not spin: it idles virtual time forward to the next
 A trapped time read (RDTSC, RDMSR of the TSC) is charged :data:`TIME_READ_CHARGE` periods: on
 hardware it takes tens of cycles, and a ``udelay`` loop spins on it, so charging one period
 would make a virtual millisecond cost ~100,000 traps. The charge depends on the instruction
-stream alone, so runs stay deterministic. Time is ``icount + idle + charged`` periods.
+stream alone, so runs stay deterministic. A port access (IN/OUT) is charged
+:data:`PORT_IO_CHARGE`: an ISA bus cycle takes about a microsecond (port 0x80, Linux's I/O
+delay, exists for exactly that), and drivers that poll a port for a time (Linux's check of the
+ACPI PM timer spins 30 ms on port 0x61) would otherwise spin 100 times longer in wall time.
+Time is ``icount + idle + charged`` periods.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Protocol
 
 NS_PER_INSN = 10
 TIME_READ_CHARGE = 200       # instruction periods (2 us) per trapped time read
+PORT_IO_CHARGE = 100         # instruction periods (1 us) per IN/OUT
 
 
 class Timer(Protocol):

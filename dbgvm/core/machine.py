@@ -30,7 +30,7 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT,
                                UC_X86_REG_GS, UC_X86_REG_SS)
 
 from . import privileged
-from .clock import TIME_READ_CHARGE, VirtualClock
+from .clock import PORT_IO_CHARGE, TIME_READ_CHARGE, VirtualClock
 from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
 from .debug import Debugger
 from .delivery import deliver
@@ -248,13 +248,18 @@ class Machine:
         fires at the first instruction boundary at or after its deadline whatever the
         quantum layout (a replay slices time differently from the recorded run)."""
         tsc = self.clock.now()
-        self.clock.charge(TIME_READ_CHARGE)
+        self._charge(TIME_READ_CHARGE)
+        return tsc
+
+    def _charge(self, periods: int) -> None:
+        """Charge virtual time (clock.py) for work done in no instructions; end the quantum
+        when that makes the rest of it overshoot the next timer deadline (read_tsc)."""
+        self.clock.charge(periods)
         deadline = self.clock.next_deadline()
         if deadline is not None and self._in_quantum and \
                 self.clock.now() + self._quantum_base + self._quantum_budget - \
                 self.current_icount() > deadline:
             self._request_boundary()
-        return tsc
 
     def power_off(self, status: int, message: str) -> None:
         """A device ends the run on the guest's behalf (the HAL's system POWEROFF)."""
@@ -524,7 +529,14 @@ class Machine:
         cached = self._decoded.get(linear)
         if cached is not None:
             code, insn = cached
-            if self.read_linear(linear, len(code)) == code:
+            # The instruction trapped, so the shadow maps its page: compare the bytes there
+            # (a Python walk of the guest's tables was 40% of a trap's cost).
+            entry = self.mmu.shadow_entry(linear, self.vcpu.cpl == 3)
+            if entry is not None and entry & 1 and (linear & 0xFFF) + len(code) <= 0x1000:
+                paddr = (entry & ~0xFFF) | (linear & 0xFFF)
+                if self.ram[paddr:paddr + len(code)] == code:
+                    return insn
+            elif self.read_linear(linear, len(code)) == code:
                 return insn
         code = self._read_code(linear)
         insn = next(self._cs.disasm(code, eip, 1), None)
@@ -715,6 +727,7 @@ class Machine:
 
     def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
         try:
+            self._charge(PORT_IO_CHARGE)
             value = self.ports.read(port, size)
             claimed = value is not None
             if value is None:
@@ -728,6 +741,7 @@ class Machine:
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
         try:
+            self._charge(PORT_IO_CHARGE)
             value &= (1 << (8 * size)) - 1
             claimed = self.ports.write(port, size, value)
             self._emit(EventKind.IO, self.regs.read(UC_X86_REG_EIP), port=port, size=size,
