@@ -23,14 +23,32 @@
   replay:      replaying and verifying that recording, against recording it
   reverse:     reverse-stepi latency at the end of a 10-million-instruction replay (snapshots
                every 2 million instructions; target <= 200 ms)
+  linux:       Debian's i386 kernel (`dbgvm linux fetch`) booted with 'console=ttyS0
+               cryptomgr.notests' -m 128 to the busybox prompt, with the vmlinux dbgvm
+               unpacks and with --boot-decompressor: wall seconds against QEMU (TCG) booting
+               the same kernel and initrd to the same prompt (target ratio <= 4), guest
+               instructions and MIPS, then a second, instrumented boot: the monitor's handlers
+               timed per kind of trap (emulated instruction, port I/O, reflected fault, shadow
+               fill; targets: an emulated trap <= 5 us, a shadow fill <= 8 us), shadow fills,
+               zaps, CR3 switches and interrupts delivered
+
+`--only linux` (or any comma-separated names above) runs only those benchmarks.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import select
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +60,8 @@ from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_ESP  # noqa: E402
 
 from guest_build import build  # noqa: E402
 
+from dbgvm.core.events import Event, EventKind  # noqa: E402
+from dbgvm.core.faults import StopReason, Vector  # noqa: E402
 from dbgvm.core.loader import load  # noqa: E402
 from dbgvm.core.machine import QUANTUM, Machine  # noqa: E402
 
@@ -328,22 +348,422 @@ def bench_reverse_stepi() -> None:
           f"{len(engine.store.snapshots)} snapshots; target <= 200 ms)")
 
 
+# -- Linux boot --------------------------------------------------------------------------------
+LINUX_APPEND = "console=ttyS0 cryptomgr.notests"    # the issue's target configuration
+LINUX_RAM_MB = 128
+LINUX_RTC_BASE = 1_767_225_600      # as tests/linux_fixtures.py: every boot runs the same way
+LINUX_LIMIT = 20_000_000_000        # instructions: a boot that has not prompted by then failed
+QEMU_TIMEOUT = 300.0                # seconds
+INIT_LINE = b"Run /init"
+PROMPT = re.compile(rb"\n/ # ")     # busybox sh's prompt, as tests/linux_fixtures.py waits for
+TARGET_RATIO, TARGET_TRAP_US, TARGET_FILL_US = 4.0, 5.0, 8.0
+
+
+class PromptWatch:
+    """Console output of a Linux boot: notes when the busybox prompt follows "Run /init"."""
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self._init_at: int | None = None
+        self.seen = False
+
+    def feed(self, data: bytes) -> bool:
+        """Add console output; True the first time the prompt is there."""
+        start = max(0, len(self.output) - len(INIT_LINE))
+        self.output += data
+        if self.seen:
+            return False
+        if self._init_at is None:
+            at = self.output.find(INIT_LINE, start)
+            if at < 0:
+                return False
+            self._init_at = start = at
+        self.seen = PROMPT.search(self.output, start) is not None
+        return self.seen
+
+    def tail(self) -> str:
+        return self.output[-1500:].decode("utf-8", "replace")
+
+
+def qemu_boot(files) -> float:
+    """Wall seconds from starting qemu-system-i386 (TCG) to the prompt on its stdout."""
+    command = ["qemu-system-i386", "-accel", "tcg", "-kernel", str(files.kernel),
+               "-initrd", str(files.initrd), "-append", LINUX_APPEND,
+               "-m", str(LINUX_RAM_MB), "-nographic", "-no-reboot"]
+    watch = PromptWatch()
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        fd = proc.stdout.fileno()
+        while time.perf_counter() - start < QEMU_TIMEOUT:
+            if not select.select([fd], [], [], 1.0)[0]:
+                continue
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            if watch.feed(data):
+                return time.perf_counter() - start
+        raise SystemExit(f"QEMU showed no busybox prompt; its console ends with:\n"
+                         f"{watch.tail()}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class LinuxBoot:
+    wall: float           # seconds from reading the kernel to the prompt
+    load: float           # of which preparing the boot image and building the machine
+    icount: int
+    stats: object         # the shadow MMU's ShadowStats
+
+
+class TrapProfile:
+    """Times the monitor's handlers with perf_counter_ns and classifies each call by the
+    events it emitted (the last `trap` event's instruction and action; for a #PF without one,
+    the `pt` events). Wraps Machine's methods on the class, so the hooks that a Machine
+    created inside ``patched()`` registers call the timed versions; dbgvm's code is unchanged."""
+
+    WRAPPED = ("_on_intr", "_on_invalid", "_on_in", "_on_out", "_on_cpuid", "_on_sysenter",
+               "_boundary", "_after_protected_write")
+    KINDS = (EventKind.TRAP, EventKind.PT, EventKind.IRQ)
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.ns: Counter[str] = Counter()
+        # events emitted inside each kind's calls: trap events, and pt/irq events
+        self.trap_events: Counter[str] = Counter()
+        self.other_events: Counter[str] = Counter()
+        # what one event costs a handler because we listen (measure_event_cost)
+        self.trap_ns = self.trap_bench_ns = self.other_ns = 0.0
+        self.section: dict[str, str] = {}
+        self.pt_ops: Counter[str] = Counter()
+        self.flush_causes: Counter[str] = Counter()
+        self.irqs = 0
+        self._current: list[Event] | None = None
+        self._counting = True
+
+    def listen(self, event: Event) -> None:
+        if self._current is not None:
+            self._current.append(event)
+        if not self._counting:
+            return
+        if event.kind is EventKind.IRQ:
+            self.irqs += 1
+        elif event.kind is EventKind.PT:
+            op = event.fields["op"]
+            self.pt_ops[op] += 1
+            if op == "flush":
+                self.flush_causes[event.fields["cause"]] += 1
+
+    def _record(self, kind: str | None, section: str, ns: int, events: list[Event]) -> None:
+        if kind is None:
+            return
+        self.calls[kind] += 1
+        self.ns[kind] += ns
+        traps = sum(1 for e in events if e.kind is EventKind.TRAP)
+        self.trap_events[kind] += traps
+        self.other_events[kind] += len(events) - traps
+        self.section.setdefault(kind, section)
+
+    @staticmethod
+    def _trap_kind(event: Event) -> tuple[str, str]:
+        """(kind, section) of a `trap` event."""
+        fields = event.fields
+        vector, insn, action = fields["vector"], fields["insn"], fields["action"]
+        if action == "emulate":
+            mnemonic, _, operands = insn.partition(" ")
+            if mnemonic == "mov":
+                dest, _, source = operands.partition(", ")
+                if dest[:2] in ("cr", "dr"):
+                    return f"mov {dest}, r32", "emulated"
+                if source[:2] in ("cr", "dr"):
+                    return f"mov r32, {source}", "emulated"
+                return "mov sreg", "emulated"
+            if mnemonic == "invlpg":
+                return "invlpg", "emulated"
+            return mnemonic, "emulated"
+        if action == "deliver":
+            return f"int {vector:#x}", "reflected"
+        try:
+            name = "#" + Vector(vector).name
+        except ValueError:
+            name = f"vector {vector}"
+        return f"{name} reflected", "reflected"
+
+    def _classify(self, method: str, machine: Machine, args: tuple, events: list[Event],
+                  after_steps: int) -> tuple[str | None, str]:
+        if method in ("_on_in", "_on_out"):
+            return ("in" if method == "_on_in" else "out"), "port I/O"
+        if method == "_on_cpuid":
+            return "cpuid", "emulated"
+        if method == "_after_protected_write":
+            return "page-table write: zap, re-protect", "page faults"
+        if method == "_boundary":
+            irq = any(e.kind is EventKind.IRQ for e in events)
+            return ("interrupt delivery" if irq else None), "interrupts"
+        traps = [e for e in events if e.kind is EventKind.TRAP]
+        if traps:
+            return self._trap_kind(traps[-1])
+        if method == "_on_intr" and args[1] == Vector.PF:
+            if len(machine._after_step) > after_steps:
+                return "#PF page-table write (let through)", "page faults"
+            if any(e.kind is EventKind.PT and e.fields["op"] == "fill" for e in events):
+                return "#PF shadow fill", "page faults"
+            return "#PF other", "page faults"
+        if method == "_on_invalid":
+            return "vmcall (hypercall)", "emulated"
+        if method == "_on_intr":
+            return f"vector {args[1]} retried", "reflected"
+        return method, "other"
+
+    def _timed(self, method: str, original: Callable) -> Callable:
+        clock = time.perf_counter_ns
+
+        def timed(machine: Machine, *args: object) -> object:
+            outer, events = self._current, []
+            self._current = events
+            after_steps = len(machine._after_step)
+            start = clock()
+            try:
+                return original(machine, *args)
+            finally:
+                elapsed = clock() - start
+                self._current = outer
+                kind, section = self._classify(method, machine, args, events, after_steps)
+                self._record(kind, section, elapsed, events)
+        return timed
+
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        originals = {name: getattr(Machine, name) for name in self.WRAPPED}
+        try:
+            for name, original in originals.items():
+                setattr(Machine, name, self._timed(name, original))
+            yield
+        finally:
+            for name, original in originals.items():
+                setattr(Machine, name, original)
+
+    def attach(self, machine: Machine) -> Callable[[], None]:
+        return machine.events.subscribe(self.KINDS, self.listen)
+
+    def net_ns(self, kind: str) -> float:
+        """The kind's mean handler time less what its events cost because we listen."""
+        extra = self.trap_events[kind] * self.trap_ns + self.other_events[kind] * self.other_ns
+        return max(0.0, (self.ns[kind] - extra) / self.calls[kind])
+
+    def measure_event_cost(self, machine: Machine) -> None:
+        """What one `trap` event and one `pt` event cost the handler that emits it with this
+        profile subscribed, over what the same emit costs with nobody listening (measured
+        here, on this machine, now): sets trap_ns and other_ns."""
+        insn = next(machine._cs.disasm(b"\xfa", 0, 1))     # cli
+        emits = (lambda: machine._emit_trap(13, 0, insn, "emulate"),
+                 lambda: machine._emit_pt("fill", 0, vaddr=0, paddr=0, perm="rw"))
+        n = 2000
+
+        def per_emit(emit: Callable[[], None]) -> float:
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                emit()
+            return (time.perf_counter_ns() - start) / n
+
+        # rounds with and without the subscription alternate (they share the machine's
+        # noise); the median difference is kept
+        self._counting = False
+        costs = []
+        for emit in emits:
+            differences = []
+            for _ in range(21):
+                unsubscribe = self.attach(machine)
+                listened = per_emit(emit)
+                unsubscribe()
+                differences.append(listened - per_emit(emit))
+            costs.append(max(0.0, sorted(differences)[len(differences) // 2]))
+        self._counting = True
+        self.trap_bench_ns, self.other_ns = costs
+        # In a hot loop a trap event costs less than inside a real trap (caches are warm):
+        # the CLI/STI guest's handlers timed with and without a listener give the real cost.
+        self.trap_ns = max(self.trap_bench_ns, self._trap_event_in_situ())
+
+    @staticmethod
+    def _trap_event_in_situ() -> float:
+        per_trap = []
+        for kinds in ((), (EventKind.TRAP,)):
+            profile = TrapProfile()
+            with profile.patched():
+                machine = Machine()
+                machine.load(load(build("bench_clisti"), machine.ram_size))
+                for kind in kinds:
+                    machine.events.subscribe((kind,), lambda event: None)
+                machine.run()
+            hot = [k for k, n in profile.calls.items() if n >= CLISTI_ITERATIONS // 2]
+            per_trap.append(sum(profile.ns[k] for k in hot) / sum(profile.calls[k] for k in hot))
+        return per_trap[1] - per_trap[0]
+
+
+def dbgvm_linux_boot(files, decompressor: bool, profile: TrapProfile | None = None
+                     ) -> LinuxBoot:
+    from dbgvm.boot import prepare_boot
+    from dbgvm.core.loader import Module
+    from dbgvm.domains import DomainConfig, Domains
+
+    watch = PromptWatch()
+    machines: list[Machine] = []
+
+    def console(vm: int, data: bytes) -> None:
+        if watch.feed(data):
+            machines[0].stop_after_current(StopReason.REQUESTED, "busybox prompt")
+
+    start = time.perf_counter()
+    with profile.patched() if profile is not None else nullcontext():
+        initrd = Path(files.initrd).read_bytes()
+        boot = prepare_boot(str(files.kernel), LINUX_APPEND,
+                            (Module(str(files.initrd), initrd, ""),), LINUX_RAM_MB, decompressor)
+        domains = Domains(boot.image, 1, DomainConfig(LINUX_RAM_MB, board=boot.board,
+                                                      rtc_start=LINUX_RTC_BASE), console)
+        machine = domains.machines[0]
+        machines.append(machine)
+        unsubscribe = profile.attach(machine) if profile is not None else None
+        loaded = time.perf_counter()
+        try:
+            stop = domains.run(LINUX_LIMIT)
+        finally:
+            domains.close()
+        wall = time.perf_counter() - start
+        if unsubscribe is not None:
+            unsubscribe()
+    if not watch.seen:
+        raise SystemExit(f"dbgvm: no busybox prompt ({stop.reason.value}: {stop.message}); "
+                         f"the console ends with:\n{watch.tail()}")
+    if profile is not None:
+        profile.measure_event_cost(machine)
+    return LinuxBoot(wall, loaded - start, machine.icount, machine.mmu.stats)
+
+
+def _linux_table(plain: LinuxBoot, timed: LinuxBoot, profile: TrapProfile) -> None:
+    handled = sum(profile.ns.values()) / 1e9
+    calls = sum(profile.calls.values())
+    print(f"    {'handler kind':<36} {'count':>9} {'mean us':>8} {'net us':>7} "
+          f"{'total s':>8} {'of run':>6}  target")
+    order = ("emulated", "port I/O", "reflected", "page faults", "interrupts", "other")
+    for section in order:
+        kinds = [k for k in profile.calls if profile.section[k] == section]
+        if not kinds:
+            continue
+        print(f"    {section}:")
+        for kind in sorted(kinds, key=lambda k: -profile.ns[k]):
+            count, ns = profile.calls[kind], profile.ns[kind]
+            mean, net = ns / count / 1e3, profile.net_ns(kind) / 1e3
+            goal = TARGET_TRAP_US if section == "emulated" else \
+                TARGET_FILL_US if kind == "#PF shadow fill" else None
+            target = "" if goal is None else \
+                f"<= {goal:g} us " + ("ok" if net <= goal else "MISSED")
+            print(f"      {kind:<34} {count:>9} {mean:>8.2f} {net:>7.2f} {ns / 1e9:>8.3f} "
+                  f"{ns / 1e9 / timed.wall:>6.1%}  {target}")
+    emulated = [k for k in profile.calls if profile.section[k] == "emulated"]
+    e_calls = sum(profile.calls[k] for k in emulated)
+    e_ns = sum(profile.ns[k] for k in emulated)
+    if e_calls:
+        mean = e_ns / e_calls / 1e3
+        net = sum(profile.net_ns(k) * profile.calls[k] for k in emulated) / e_calls / 1e3
+        print(f"    all emulated instructions: {e_calls} traps, mean {mean:.2f} us, net "
+              f"{net:.2f} us (target <= {TARGET_TRAP_US:g} us: "
+              f"{'ok' if net <= TARGET_TRAP_US else 'MISSED'})")
+    stats = plain.stats
+    causes = ", ".join(f"{n} {c}" for c, n in profile.flush_causes.most_common())
+    print(f"    shadow: {stats.fills} fills, {stats.zaps} zaps, {stats.dirty} dirty-bit faults, "
+          f"{stats.invlpgs} invlpgs, {stats.reflects} #PF reflected; {stats.switches} address-"
+          f"space switches ({stats.reused} reused a kept shadow; by cause: {causes}); "
+          f"{profile.irqs} interrupts delivered")
+    same = "the same" if timed.icount == plain.icount else f"DIFFERENT ({timed.icount})"
+    print(f"    instrumentation: the timed boot took {timed.wall:.1f} s, "
+          f"{timed.wall / plain.wall:.2f}x the plain one ({same} instruction count); its "
+          f"{calls} handler calls took {handled:.1f} s ({handled / timed.wall:.0%} of it).\n"
+          f"    Listening to trap/pt/irq events costs the handlers {profile.trap_ns / 1e3:.2f} us "
+          f"per trap event (CLI/STI guest timed with and without a listener; "
+          f"{profile.trap_bench_ns / 1e3:.2f} us in a hot loop)\n"
+          f"    and {profile.other_ns / 1e3:.2f} us per pt/irq event (hot loop), measured now: "
+          f"'mean' includes it and the timing wrapper, 'net' subtracts it.\n"
+          f"    Neither includes Unicorn's exit to and re-entry from each hook (the trap round "
+          f"trip figure does).")
+
+
+def bench_linux(repeat: int, dbgvm_repeat: int) -> None:
+    from dbgvm.linux.fetch import FetchError, fetch
+
+    try:
+        files = fetch(lambda text: None)
+    except FetchError as exc:
+        print(f"linux boot      skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+        return
+    qemu = shutil.which("qemu-system-i386") is not None
+    print(f"linux boot      {files.release}, '{LINUX_APPEND}' -m {LINUX_RAM_MB}, to the busybox "
+          f"prompt after 'Run /init' (dbgvm: best of {dbgvm_repeat}, from reading the kernel; "
+          f"QEMU TCG: best of {repeat}, from starting the process)")
+    results = []
+    for decompressor in (False, True):
+        name = "--boot-decompressor" if decompressor else "vmlinux unpacked by dbgvm"
+        # QEMU's reference is measured next to each dbgvm boot (noisy machines)
+        theirs = min(qemu_boot(files) for _ in range(repeat)) if qemu else None
+        plain = min((dbgvm_linux_boot(files, decompressor) for _ in range(dbgvm_repeat)),
+                    key=lambda boot: boot.wall)
+        run = plain.wall - plain.load
+        line = (f"  {name:<26} dbgvm {plain.wall:6.1f} s ({plain.load:.1f} s loading), "
+                f"{plain.icount / 1e9:.2f} G insns, {plain.icount / run / 1e6:.1f} MIPS")
+        if theirs is not None:
+            ratio = plain.wall / theirs
+            line += (f"   QEMU {theirs:5.1f} s   ratio {ratio:.1f} (target <= {TARGET_RATIO:g}: "
+                     f"{'ok' if ratio <= TARGET_RATIO else 'MISSED'})")
+        else:
+            line += "   (QEMU not installed: no reference)"
+        print(line, flush=True)
+        results.append((name, plain))
+    for name, plain in results:
+        profile = TrapProfile()
+        timed = dbgvm_linux_boot(files, name == "--boot-decompressor", profile)
+        print(f"  {name}: the monitor's handlers, timed (a second, instrumented boot)")
+        _linux_table(plain, timed, profile)
+
+
+BENCHMARKS = ("speed", "traps", "fills", "cr3", "breakpoints", "hal-block", "hal-calls",
+              "record", "reverse", "gdb", "linux")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best is kept)")
+    parser.add_argument("--linux-repeat", type=int, default=1,
+                        help="dbgvm Linux boots per configuration (best is kept; each takes "
+                        "about a minute)")
+    parser.add_argument("--only", metavar="NAMES",
+                        help=f"comma-separated benchmarks to run ({', '.join(BENCHMARKS)})")
     args = parser.parse_args()
-    bench_speed(args.repeat)
-    bench_traps(args.repeat)
-    bench_shadow_fills(args.repeat)
-    bench_cr3_switch(args.repeat)
-    bench_breakpoints(args.repeat)
-    bench_hal_block(args.repeat)
-    bench_hal_calls(args.repeat)
-    bench_record_replay(args.repeat)
-    bench_reverse_stepi()
-    bench_gdb_stepi()
-
+    only = set(BENCHMARKS)
+    if args.only:
+        only = {name.strip() for name in args.only.split(",") if name.strip()}
+        unknown = only - set(BENCHMARKS)
+        if unknown:
+            parser.error(f"unknown benchmark {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(BENCHMARKS)})")
+    runs = {
+        "speed": lambda: bench_speed(args.repeat),
+        "traps": lambda: bench_traps(args.repeat),
+        "fills": lambda: bench_shadow_fills(args.repeat),
+        "cr3": lambda: bench_cr3_switch(args.repeat),
+        "breakpoints": lambda: bench_breakpoints(args.repeat),
+        "hal-block": lambda: bench_hal_block(args.repeat),
+        "hal-calls": lambda: bench_hal_calls(args.repeat),
+        "record": lambda: bench_record_replay(args.repeat),
+        "reverse": bench_reverse_stepi,
+        "gdb": bench_gdb_stepi,
+        "linux": lambda: bench_linux(args.repeat, args.linux_repeat),
+    }
+    for name in BENCHMARKS:
+        if name in only:
+            runs[name]()
 
 if __name__ == "__main__":
     main()
