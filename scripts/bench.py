@@ -349,7 +349,7 @@ def bench_reverse_stepi() -> None:
 
 
 # -- Linux boot --------------------------------------------------------------------------------
-LINUX_APPEND = "console=ttyS0 cryptomgr.notests"    # the target configuration
+LINUX_APPEND = "console=ttyS0 cryptomgr.notests"    # the configuration the targets are for
 LINUX_RAM_MB = 128
 LINUX_RTC_BASE = 1_767_225_600      # as tests/linux_fixtures.py: every boot runs the same way
 LINUX_LIMIT = 20_000_000_000        # instructions: a boot that has not prompted by then failed
