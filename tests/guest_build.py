@@ -41,3 +41,29 @@ def build(name: str) -> Path:
     tmp.rename(out)
     obj.unlink()
     return out
+
+
+LINUX_PROGRAMS = GUESTS / "linux"
+LINUX_TEXT = "0x06000000"       # away from where static busybox and the vDSO are mapped
+LINUX_LINK = ["ld", "-m", "elf_i386", "-static", "--build-id=none",
+              f"-Ttext-segment={LINUX_TEXT}"]
+
+
+def build_linux_program(name: str) -> Path:
+    """Path of the static i386 Linux program built from tests/guests/linux/NAME.S (no libc:
+    ``as --32``, then ``ld -m elf_i386 -static`` with ld's default script). Cached by the
+    hash of the source and the link command, like the test guests."""
+    source = LINUX_PROGRAMS / f"{name}.S"
+    digest = hashlib.sha256(source.read_bytes())
+    digest.update(" ".join(LINUX_LINK).encode())
+    out = cache_dir() / f"linux-{name}-{digest.hexdigest()[:16]}"
+    if out.exists():
+        return out
+    obj = out.with_suffix(".o")
+    subprocess.run(["as", "--32", "-o", str(obj), str(source)], check=True,
+                   capture_output=True)
+    tmp = out.with_suffix(".tmp")
+    subprocess.run([*LINUX_LINK, "-o", str(tmp), str(obj)], check=True, capture_output=True)
+    tmp.rename(out)
+    obj.unlink()
+    return out
