@@ -78,8 +78,9 @@ class LinuxVM:
         self.domains.console_input(0, line.encode() + b"\n")
         echo = self.run_until(re.compile(re.escape(line.encode()) + rb"\r?\n"), start, limit)
         prompt = self.run_until(PROMPT, echo.end() - 1, limit)
+        # the output up to the prompt's own line break (the last line ends in "\r" there)
         text = self.output[echo.end():prompt.start()].decode("utf-8", "replace")
-        return text.replace("\r\n", "\n")
+        return text.replace("\r\n", "\n").removesuffix("\r")
 
     def power_off(self, limit: int = 2_000_000_000) -> Stop:
         self.domains.console_input(0, b"poweroff\n")
