@@ -188,6 +188,13 @@ def gdb_command_line(kernel: str | None, host: str, port: int, bundled: bool) ->
     import shlex
 
     from .guest.build import gdb_source_map
+    from .linux.bzimage import is_bzimage
+    try:
+        with open(kernel or "", "rb") as f:
+            if is_bzimage(f.read(0x300)):
+                kernel = None       # gdb cannot read a bzImage: no symbol file to give it
+    except OSError:
+        pass
     argv = ["gdb"] + ([kernel] if kernel else [])
     if bundled and kernel:
         argv += ["-ex", gdb_source_map()]

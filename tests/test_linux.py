@@ -362,3 +362,13 @@ def test_fetch_command_prints_paths(linux_kernel):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{linux_kernel.kernel}\n{linux_kernel.initrd}\n"
+
+
+def test_gdb_is_not_told_to_read_a_bzimage(kernel, tmp_path):
+    from dbgvm.cli import gdb_command_line
+    assert gdb_command_line(str(kernel), "127.0.0.1", 1234, False) == \
+        "gdb -ex 'target remote 127.0.0.1:1234'"
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(tiny_vmlinux())
+    assert gdb_command_line(str(vmlinux), "127.0.0.1", 1234, False) == \
+        f"gdb {vmlinux} -ex 'target remote 127.0.0.1:1234'"
