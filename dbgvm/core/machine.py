@@ -591,6 +591,7 @@ class Machine:
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._in_exception_hook = True
         latch = self._latch
+        latch.begin()
         eip = self.regs.read(UC_X86_REG_EIP)
         try:
             if latch.is_software_int():

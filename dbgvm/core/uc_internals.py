@@ -130,18 +130,37 @@ class ExceptionLatch:
     directly in the live CPU state (module doc)."""
 
     def __init__(self, uc: Uc, layout: Layout) -> None:
-        uc.context_save()            # makes sure the engine (and its CPU) exists
-        env = live_env(uc, layout)
-        dr0 = env + layout.dr0_in_context - layout.env_in_context
-        regs = env + layout.regs_in_context - layout.env_in_context
+        self._handle = uc._uch
+        self._ctx = uc.context_save()     # also makes sure the engine (and its CPU) exists
+        if layout.cpu_in_engine >= 0:
+            env = live_env(uc, layout)
+            dr0 = env + layout.dr0_in_context - layout.env_in_context
+            regs = env + layout.regs_in_context - layout.env_in_context
+            self._through_context = False
+        else:   # the live state was not found: the same fields in a context saved per trap
+            dr0 = _context_address(self._ctx) + layout.dr0_in_context
+            regs = _context_address(self._ctx) + layout.regs_in_context
+            self._through_context = True
         self._error_code = ctypes.c_int32.from_address(dr0 + _ERROR_CODE_FROM_DR0)
         self._is_int = ctypes.c_int32.from_address(dr0 + _IS_INT_FROM_DR0)
         self._old_exception = ctypes.c_int32.from_address(dr0 + _OLD_EXCEPTION_FROM_DR0)
         self._cc_op = ctypes.c_uint32.from_address(regs + _CC_OP_FROM_REGS)
         self._cc_src = ctypes.c_uint64.from_address(regs + _CC_SRC_FROM_REGS)
 
+    def _save(self) -> None:
+        _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
+
+    def _restore(self) -> None:
+        _check(uclib.uc_context_restore(self._handle, self._ctx.context), "uc_context_restore")
+
+    def begin(self) -> None:
+        """Call first in an exception hook (then error_code(), is_software_int())."""
+        if self._through_context:
+            self._save()
+
     def pending(self) -> ExceptionInfo:
-        """The details of the exception a hook is handling."""
+        """begin(), and the details of the exception the hook is handling."""
+        self.begin()
         return ExceptionInfo(self._error_code.value & 0xFFFFFFFF, bool(self._is_int.value))
 
     def error_code(self) -> int:
@@ -156,8 +175,12 @@ class ExceptionLatch:
         item 3): its flags are materialised in ``cc_src``, so ``cc_op`` must say CC_OP_EFLAGS.
 
         Call it in the exception hook before anything reads the flags, and never for a #PF
-        on fetching the instruction."""
-        self._cc_op.value = CC_OP_EFLAGS
+        on fetching the instruction. Through a context: right after :meth:`pending`, before
+        anything changes the CPU state."""
+        if self._cc_op.value != CC_OP_EFLAGS:
+            self._cc_op.value = CC_OP_EFLAGS
+            if self._through_context:
+                self._restore()
 
     def raw_cc(self) -> tuple[int, int]:
         """``(env->cc_op, env->cc_src)`` now (for the self-test)."""
@@ -166,9 +189,16 @@ class ExceptionLatch:
     def rearm(self) -> None:
         """Reset ``old_exception`` to -1. Call it last in the hook: some Unicorn calls made while
         handling (a CR3 write, a translation-cache flush) can store the exception again."""
-        self._old_exception.value = -1
+        if self._through_context:
+            self._save()
+            self._old_exception.value = -1
+            self._restore()
+        else:
+            self._old_exception.value = -1
 
     def old_exception(self) -> int:
+        if self._through_context:
+            self._save()
         return self._old_exception.value
 
 
@@ -305,7 +335,13 @@ def _readable_ranges() -> list[tuple[int, int]]:
             if perms[0] == "r":
                 lo, hi = (int(x, 16) for x in span.split("-"))
                 ranges.append((lo, hi))
-    return sorted(ranges)
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):      # an object may span adjacent mappings (heap, mmap)
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _locate_env(uc: Uc, counter_in_engine: int, env_in_context: int) -> tuple[int, int]:
@@ -359,7 +395,11 @@ def calibrated_layout() -> Layout:
     """
     uc = _scratch_engine()
     dr0, counter, regs = _locate_dr0(uc), _locate_counter(uc), _locate_regs(uc)
-    layout = Layout(dr0, counter, regs, *_locate_env(uc, counter, regs))
+    try:
+        env_chain = _locate_env(uc, counter, regs)
+    except UnicornLayoutError:
+        env_chain = (-1, -1)     # slower but equivalent: the latch goes through contexts
+    layout = Layout(dr0, counter, regs, *env_chain)
     latch = ExceptionLatch(uc, layout)
     counter = InstructionCounter(uc, layout)
     seen: list[tuple[int, int, bool, int]] = []
