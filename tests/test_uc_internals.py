@@ -90,3 +90,26 @@ def test_self_test_refuses_without_the_repair(monkeypatch):
             uc_internals.calibrated_layout()
     finally:
         uc_internals.calibrated_layout.cache_clear()
+
+
+def test_latch_through_contexts_when_the_live_state_is_not_found(monkeypatch):
+    """Without the live CPU state the latch goes through saved contexts, and the start-up
+    self-test still passes with it; a guest still runs."""
+    import pytest
+
+    def not_found(*args):
+        raise uc_internals.UnicornLayoutError("not found")
+    monkeypatch.setattr(uc_internals, "_locate_env", not_found)
+    uc_internals.calibrated_layout.cache_clear()
+    try:
+        layout = uc_internals.calibrated_layout()
+        assert layout.cpu_in_engine == -1
+        from guest_build import build
+        from dbgvm.core.loader import load
+        from dbgvm.core.machine import Machine
+        machine = Machine()
+        assert machine._latch._through_context
+        machine.load(load(build("archfaults"), machine.ram_size))
+        assert machine.run(50_000_000).exit_status == 7     # as tests/test_core.py expects
+    finally:
+        uc_internals.calibrated_layout.cache_clear()

@@ -49,8 +49,13 @@ class VirtualClock:
         self._timers.append(timer)
 
     def next_deadline(self) -> int | None:
-        deadlines = [d for d in (t.next_deadline() for t in self._timers) if d is not None]
-        return min(deadlines) if deadlines else None
+        # on every time charge (each RDTSC and port access): a plain loop
+        best = None
+        for timer in self._timers:
+            deadline = timer.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
 
     def expire(self) -> None:
         now = self.now()

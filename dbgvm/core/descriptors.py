@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 MONITOR_HOLE = 0xFFC00000
 HOLE_LAST_BYTE = MONITOR_HOLE - 1
@@ -52,7 +53,7 @@ class Descriptor:
     def high(self) -> int:
         return self.raw >> 32
 
-    @property
+    @cached_property       # on every decode (segment bases): computed once per descriptor
     def base(self) -> int:
         return ((self.low >> 16) | ((self.high & 0xFF) << 16) | (self.high & 0xFF000000))
 

@@ -76,6 +76,20 @@ _DATA_SEGS = (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS)
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
 
 
+class Decoded:
+    """A decoded instruction and what the trap path needs of it (Machine._decode)."""
+
+    __slots__ = ("code", "insn", "mnemonic", "size", "handler")
+
+    def __init__(self, code: bytes, insn: CsInsn, mnemonic: str, size: int,
+                 handler: privileged.Handler | None) -> None:
+        self.code = code
+        self.insn = insn
+        self.mnemonic = mnemonic
+        self.size = size
+        self.handler = handler
+
+
 @dataclass(frozen=True)
 class Stop:
     """Why and where a run ended. ``exit_status`` is what the dbgvm process should exit with."""
@@ -152,7 +166,7 @@ class Machine:
 
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         self._cs.detail = True
-        self._decoded: dict[int, tuple[bytes, CsInsn]] = {}
+        self._decoded: dict[int, Decoded] = {}
         self._in_quantum = False
         self._quantum_base = 0
         self._boundary_pos: int | None = None
@@ -465,14 +479,14 @@ class Machine:
         if vaddr & ~0xFFF == start & ~0xFFF:
             return True
         try:
-            length = self.decode(eip).size   # through the guest's tables, not the shadow
+            length = self._decode(eip).size   # through the guest's tables, not the shadow
         except (GuestFault, GuestStop):
             return True
         return vaddr < start + length
 
     def _page_fault(self, error_code: int, eip: int) -> None:
         """A #PF under the shadow: fill and restart, or reflect to the guest."""
-        vaddr = self.uc.reg_read(UC_X86_REG_CR2)
+        vaddr = self.regs.read(UC_X86_REG_CR2)
         write = bool(error_code & 2)
         counted = write or not self._is_fetch(vaddr, eip)
         if counted:
@@ -525,25 +539,32 @@ class Machine:
     # -- decoding ----------------------------------------------------------------------------
     def decode(self, eip: int) -> CsInsn:
         """The instruction at CS:EIP, as the guest sees its memory now."""
+        return self._decode(eip).insn
+
+    def _decode(self, eip: int) -> Decoded:
+        """decode(), with what the trap path needs of the instruction (capstone's properties
+        cost ~0.5 us a call), cached by linear address and checked against memory."""
         linear = self.tables.base_of(self.regs.read(UC_X86_REG_CS)) + eip
         cached = self._decoded.get(linear)
         if cached is not None:
-            code, insn = cached
+            code = cached.code
             # The instruction trapped, so the shadow maps its page: compare the bytes there
             # (a Python walk of the guest's tables was 40% of a trap's cost).
             entry = self.mmu.shadow_entry(linear, self.vcpu.cpl == 3)
             if entry is not None and entry & 1 and (linear & 0xFFF) + len(code) <= 0x1000:
                 paddr = (entry & ~0xFFF) | (linear & 0xFFF)
                 if self.ram[paddr:paddr + len(code)] == code:
-                    return insn
+                    return cached
             elif self.read_linear(linear, len(code)) == code:
-                return insn
+                return cached
         code = self._read_code(linear)
         insn = next(self._cs.disasm(code, eip, 1), None)
         if insn is None:
             raise GuestFault(Vector.UD)
-        self._decoded[linear] = (code[:insn.size], insn)
-        return insn
+        decoded = Decoded(code[:insn.size], insn, insn.mnemonic, insn.size,
+                          privileged.HANDLERS.get(insn.mnemonic))
+        self._decoded[linear] = decoded
+        return decoded
 
     def _read_code(self, linear: int) -> bytes:
         """Up to 15 bytes of code at ``linear`` (the longest x86 instruction), through the
@@ -569,10 +590,11 @@ class Machine:
     # -- trap dispatch -----------------------------------------------------------------------
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._in_exception_hook = True
-        info = self._latch.pending()
+        latch = self._latch
+        latch.begin()
         eip = self.regs.read(UC_X86_REG_EIP)
         try:
-            if info.is_software_int:
+            if latch.is_software_int():
                 length = 1 if intno in (3, 4) and self._one_byte_int(eip - 1) else 2
                 self.trap_eip = eip - length
                 self._emit(EventKind.TRAP, self.trap_eip, vector=intno,
@@ -581,10 +603,10 @@ class Machine:
             else:
                 self.trap_eip = eip
                 if intno == Vector.PF:
-                    self._page_fault(info.error_code, eip)
+                    self._page_fault(latch.error_code(), eip)
                 else:
-                    self._latch.settle_flags()
-                    self._handle_fault(intno, info.error_code, eip)
+                    latch.settle_flags()
+                    self._handle_fault(intno, latch.error_code(), eip)
         except GuestStop as stop:
             self._guest_stop(stop, self.trap_eip)
         except Exception as exc:  # noqa: BLE001 - the host must survive any guest action
@@ -606,12 +628,12 @@ class Machine:
         if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
                 vector == Vector.GP and self.vcpu.cpl <= self.vcpu.iopl):
             try:
-                insn = self.decode(eip)
+                decoded = self._decode(eip)
             except GuestFault:
-                insn = None   # not an instruction the monitor knows: not one it emulates
-            mnemonic = insn.mnemonic if insn is not None else ""
-            handler = privileged.HANDLERS.get(mnemonic)
-            if handler is not None and (self.vcpu.cpl == 0 or mnemonic in ("cli", "sti")):
+                decoded = None   # not an instruction the monitor knows: not one it emulates
+            handler = decoded.handler if decoded is not None else None
+            if handler is not None and (self.vcpu.cpl == 0 or decoded.mnemonic in ("cli", "sti")):
+                insn = decoded.insn
                 try:
                     jumped = handler(self, insn)
                 except GuestFault as fault:
@@ -621,7 +643,7 @@ class Machine:
                 if jumped is not None:
                     self._emit_trap(vector, eip, insn, "emulate")
                     if not jumped:
-                        self.regs.write(UC_X86_REG_EIP, eip + insn.size)
+                        self.regs.write(UC_X86_REG_EIP, eip + decoded.size)
                     return
             if vector == Vector.GP and error_code & 0xFFFC and \
                     self.tables.refresh_entry(error_code, eip):

@@ -121,6 +121,8 @@ class Pit:
         self._raise_irq = raise_irq
         self.channels = [Channel(), Channel(), Channel(gate=False)]
         self.system_control = 0               # port 0x61 bits 0-3
+        self._deadline_tick: int | None = None  # next_deadline's last conversion
+        self._deadline = 0
 
     @property
     def channel(self) -> Channel:
@@ -138,9 +140,13 @@ class Pit:
         return ch.start_tick is not None and not (ch.mode in ONE_SHOT_MODES and ch.fired)
 
     def next_deadline(self) -> int | None:
-        if not self._armed():
+        ch = self.channel
+        if ch.start_tick is None or ch.mode in ONE_SHOT_MODES and ch.fired:   # not _armed()
             return None
-        return time_of_tick(self._irq_tick(self.channel.fired))
+        tick = ch.start_tick + ch.period * (ch.fired + 1)      # _irq_tick(ch.fired)
+        if tick != self._deadline_tick:     # asked on every time charge: convert once
+            self._deadline_tick, self._deadline = tick, time_of_tick(tick)
+        return self._deadline
 
     def expire(self, now: int) -> None:
         ch = self.channel

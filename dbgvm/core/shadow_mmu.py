@@ -353,9 +353,10 @@ class ShadowMmu:
             self._emit("reflect", eip, vaddr=vaddr, error=t.error_code)
             return t
         was_dirty = t.dirty
-        t = self.access(vaddr, write, ring3)
-        assert isinstance(t, Translation)
+        for addr, value in ad_updates(t, write):     # as access() does, without walking again
+            self._write_guest_u32(addr, value)
         if write and not was_dirty:
+            self.stats.dirty += 1
             self._emit("dirty", eip, vaddr=vaddr, paddr=t.paddr & FRAME)
         if self._fill(vaddr, t, write or was_dirty, ring3, eip) or not write:
             return None

@@ -26,9 +26,18 @@ Offsets are found once per process by calibration on a scratch engine (markers i
 in the general registers, a distinctive ``count``), then verified with provoked faults whose
 error code is known, and with a CMP whose CF is lost across a fault unless repaired. If the
 layout or the behaviour does not match, :class:`UnicornLayoutError` says so and nothing runs.
+
+The fields are read and written in the live CPU state, not through ``uc_context_save`` and
+``uc_context_restore`` (each a memcpy of the whole 5.5 KB state and a ctypes call: ~2.9 us per
+trap for the pair of saves and the restore, against ~0.1 us). A context is exactly a copy of
+``*uc->cpu->env_ptr`` after a small header, so calibration also locates that pointer chain:
+the word of the engine holding ``uc->cpu`` and the word of the CPUState holding ``env_ptr``,
+found as the only chain that leads to memory equal to a freshly saved context (only mapped
+memory is read, per /proc/self/maps), then checked by a register write showing through.
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import functools
 import struct
@@ -93,6 +102,13 @@ class Layout:
     dr0_in_context: int
     counter_in_engine: int
     regs_in_context: int
+    cpu_in_engine: int = -1       # the word of uc_struct holding ``uc->cpu``
+    env_ptr_in_cpu: int = -1      # the word of CPUState holding ``env_ptr``
+
+    @property
+    def env_in_context(self) -> int:
+        """Where the copy of the CPU state starts in a saved context (after its header)."""
+        return self.regs_in_context    # CPUX86State starts with regs[]
 
 
 def _context_address(ctx) -> int:
@@ -103,51 +119,86 @@ def _engine_address(uc: Uc) -> int:
     return ctypes.cast(uc._uch, ctypes.c_void_p).value
 
 
+def live_env(uc: Uc, layout: Layout) -> int:
+    """Address of the engine's live CPU state (``uc->cpu->env_ptr``)."""
+    cpu = ctypes.c_void_p.from_address(_engine_address(uc) + layout.cpu_in_engine).value
+    return ctypes.c_void_p.from_address(cpu + layout.env_ptr_in_cpu).value
+
+
 class ExceptionLatch:
-    """Reads the pending exception's details and re-arms Unicorn after a hook handled it."""
+    """Reads the pending exception's details and re-arms Unicorn after a hook handled it,
+    directly in the live CPU state (module doc)."""
 
     def __init__(self, uc: Uc, layout: Layout) -> None:
         self._handle = uc._uch
-        self._ctx = uc.context_save()
-        base = _context_address(self._ctx) + layout.dr0_in_context
-        self._error_code = ctypes.c_int32.from_address(base + _ERROR_CODE_FROM_DR0)
-        self._is_int = ctypes.c_int32.from_address(base + _IS_INT_FROM_DR0)
-        self._old_exception = ctypes.c_int32.from_address(base + _OLD_EXCEPTION_FROM_DR0)
-        regs = _context_address(self._ctx) + layout.regs_in_context
+        self._ctx = uc.context_save()     # also makes sure the engine (and its CPU) exists
+        if layout.cpu_in_engine >= 0:
+            env = live_env(uc, layout)
+            dr0 = env + layout.dr0_in_context - layout.env_in_context
+            regs = env + layout.regs_in_context - layout.env_in_context
+            self._through_context = False
+        else:   # the live state was not found: the same fields in a context saved per trap
+            dr0 = _context_address(self._ctx) + layout.dr0_in_context
+            regs = _context_address(self._ctx) + layout.regs_in_context
+            self._through_context = True
+        self._error_code = ctypes.c_int32.from_address(dr0 + _ERROR_CODE_FROM_DR0)
+        self._is_int = ctypes.c_int32.from_address(dr0 + _IS_INT_FROM_DR0)
+        self._old_exception = ctypes.c_int32.from_address(dr0 + _OLD_EXCEPTION_FROM_DR0)
         self._cc_op = ctypes.c_uint32.from_address(regs + _CC_OP_FROM_REGS)
+        self._cc_src = ctypes.c_uint64.from_address(regs + _CC_SRC_FROM_REGS)
+
+    def _save(self) -> None:
+        _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
+
+    def _restore(self) -> None:
+        _check(uclib.uc_context_restore(self._handle, self._ctx.context), "uc_context_restore")
+
+    def begin(self) -> None:
+        """Call first in an exception hook (then error_code(), is_software_int())."""
+        if self._through_context:
+            self._save()
 
     def pending(self) -> ExceptionInfo:
-        """The details of the exception a hook is handling."""
-        _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
+        """begin(), and the details of the exception the hook is handling."""
+        self.begin()
         return ExceptionInfo(self._error_code.value & 0xFFFFFFFF, bool(self._is_int.value))
+
+    def error_code(self) -> int:
+        """The pending exception's error code (what :meth:`pending` reports, cheaper)."""
+        return self._error_code.value & 0xFFFFFFFF
+
+    def is_software_int(self) -> bool:
+        return bool(self._is_int.value)
 
     def settle_flags(self) -> None:
         """Repair the arithmetic flags of a faulting instruction that had started (module doc,
         item 3): its flags are materialised in ``cc_src``, so ``cc_op`` must say CC_OP_EFLAGS.
 
-        Call it right after :meth:`pending`, before anything reads the flags or changes the CPU
-        state (it restores the context ``pending`` saved), and never for a #PF on fetching the
-        instruction. A no-op (no restore) when ``cc_op`` is already right."""
+        Call it in the exception hook before anything reads the flags, and never for a #PF
+        on fetching the instruction. Through a context: right after :meth:`pending`, before
+        anything changes the CPU state."""
         if self._cc_op.value != CC_OP_EFLAGS:
             self._cc_op.value = CC_OP_EFLAGS
-            _check(uclib.uc_context_restore(self._handle, self._ctx.context),
-                   "uc_context_restore")
+            if self._through_context:
+                self._restore()
 
     def raw_cc(self) -> tuple[int, int]:
-        """``(env->cc_op, env->cc_src)`` as of the last :meth:`pending` (for the self-test)."""
-        return self._cc_op.value, ctypes.c_uint64.from_address(
-            ctypes.addressof(self._cc_op) - _CC_OP_FROM_REGS + _CC_SRC_FROM_REGS).value
+        """``(env->cc_op, env->cc_src)`` now (for the self-test)."""
+        return self._cc_op.value, self._cc_src.value
 
     def rearm(self) -> None:
         """Reset ``old_exception`` to -1. Call it last in the hook: some Unicorn calls made while
         handling (a CR3 write, a translation-cache flush) can store the exception again."""
-        ctx = self._ctx.context
-        _check(uclib.uc_context_save(self._handle, ctx), "uc_context_save")
-        self._old_exception.value = -1
-        _check(uclib.uc_context_restore(self._handle, ctx), "uc_context_restore")
+        if self._through_context:
+            self._save()
+            self._old_exception.value = -1
+            self._restore()
+        else:
+            self._old_exception.value = -1
 
     def old_exception(self) -> int:
-        _check(uclib.uc_context_save(self._handle, self._ctx.context), "uc_context_save")
+        if self._through_context:
+            self._save()
         return self._old_exception.value
 
 
@@ -276,6 +327,64 @@ def _locate_counter(uc: Uc) -> int:
                              "(dbgvm needs unicorn==2.1.4)")
 
 
+def _readable_ranges() -> list[tuple[int, int]]:
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if perms[0] == "r":
+                lo, hi = (int(x, 16) for x in span.split("-"))
+                ranges.append((lo, hi))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):      # an object may span adjacent mappings (heap, mmap)
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _locate_env(uc: Uc, counter_in_engine: int, env_in_context: int) -> tuple[int, int]:
+    """(offset of ``uc->cpu`` in the engine, offset of ``env_ptr`` in the CPUState): the one
+    chain of two pointers (the CPU state lies within 1 MiB after its CPUState, in the same
+    X86CPU) ending at memory equal to a context just saved that follows a register write."""
+    ranges = _readable_ranges()
+    starts = [lo for lo, _ in ranges]
+
+    def readable(addr: int, size: int) -> bool:
+        i = bisect.bisect_right(starts, addr) - 1
+        return i >= 0 and addr + size <= ranges[i][1]
+
+    ctx = uc.context_save()
+    blob = ctypes.string_at(_context_address(ctx), ctx.size)[env_in_context:]
+    engine = _engine_address(uc)
+    found = []
+    words = struct.unpack(f"<{counter_in_engine // 8}Q",
+                          ctypes.string_at(engine, counter_in_engine // 8 * 8))
+    for i, cpu in enumerate(words):
+        if cpu % 8 or not readable(cpu, 4096):
+            continue
+        for k, env in enumerate(struct.unpack("<512Q", ctypes.string_at(cpu, 4096))):
+            if cpu < env < cpu + (1 << 20) and readable(env, len(blob)) and \
+                    ctypes.string_at(env, len(blob)) == blob:
+                found.append((8 * i, 8 * k))
+    # Copies of the state (the context just saved, ``blob`` itself) match too: the live
+    # state is the one that follows a register write.
+    saved = uc.reg_read(UC_X86_REG_EAX)
+    uc.reg_write(UC_X86_REG_EAX, _EIP_MARKER)
+    live = [(cpu_in_engine, env_ptr_in_cpu) for cpu_in_engine, env_ptr_in_cpu in found
+            if ctypes.c_uint32.from_address(live_env(uc, Layout(
+                0, counter_in_engine, env_in_context, cpu_in_engine, env_ptr_in_cpu))).value
+            == _EIP_MARKER]    # regs[R_EAX] comes first
+    uc.reg_write(UC_X86_REG_EAX, saved)
+    del ctx
+    if len(live) != 1:
+        raise UnicornLayoutError("cannot locate Unicorn's live CPU state "
+                                 "(dbgvm needs unicorn==2.1.4)")
+    cpu_in_engine, env_ptr_in_cpu = live[0]
+    return cpu_in_engine, env_ptr_in_cpu
+
+
 @functools.cache
 def calibrated_layout() -> Layout:
     """Locate the internals and verify them; raises UnicornLayoutError on any mismatch.
@@ -285,7 +394,12 @@ def calibrated_layout() -> Layout:
     CMP's CF must be lost across such a #GP as expected, and repaired by settle_flags().
     """
     uc = _scratch_engine()
-    layout = Layout(_locate_dr0(uc), _locate_counter(uc), _locate_regs(uc))
+    dr0, counter, regs = _locate_dr0(uc), _locate_counter(uc), _locate_regs(uc)
+    try:
+        env_chain = _locate_env(uc, counter, regs)
+    except UnicornLayoutError:
+        env_chain = (-1, -1)     # slower but equivalent: the latch goes through contexts
+    layout = Layout(dr0, counter, regs, *env_chain)
     latch = ExceptionLatch(uc, layout)
     counter = InstructionCounter(uc, layout)
     seen: list[tuple[int, int, bool, int]] = []
