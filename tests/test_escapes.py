@@ -285,3 +285,37 @@ def test_escape_attempt_is_contained(mode):
     if mode == "k":       # nothing of the PUSH was written below the hole either
         page = r.symbol("user_stack_page")
         assert r.machine.read_physical(page + 0xFFC, 4) == b"\x5a" * 4
+
+
+# -- Known bugs: these fail with the core of commit f123bf7 (see the guest's comments) ---------
+def run_unchecked(mode: str) -> EscapeRun:
+    """run_escape without its "ESCAPED" check, so that the exact fault is what fails."""
+    machine = Machine(ram_mb=RAM_MB)
+    machine.load(load(build("escapes"), machine.ram_size, cmdline=f"mode={mode}"))
+    stop = machine.run(1_000_000)
+    assert stop.reason is not StopReason.MONITOR_ERROR, stop.message
+    return EscapeRun(machine, stop, [], b"", [])
+
+
+SDM_FAULTS = {
+    # INT n through a gate whose offset lies beyond the (truncated) code segment limit: #GP(0)
+    # at the INT itself, nothing pushed. dbgvm pushes the frame, enters the handler address and
+    # reflects the fetch there: the guest sees #GP(0) with saved CS:EIP = 0x08:0xFFC40000.
+    "i": (GP, 0, "i_insn", KCODE),
+    "I": (GP, 0, "I_insn", UCODE),
+    # a PUSH beyond the truncated SS limit: #SS(0). dbgvm reflects every access in the hole as
+    # #GP(0), the stack's too.
+    "k": (SS, 0, "k_insn", UCODE),
+    "K": (SS, 0, "K_insn", UCODE),
+    # IN/OUT at CPL 3 > IOPL 0 without an I/O bitmap: #GP(0). dbgvm performs them: ring-3 code
+    # writes the console, ends the VM through port 0xF4 with its own status, reads the PIC.
+    "o": (GP, 0, "o_insn", UCODE),
+    "O": (GP, 0, "O_insn", UCODE),
+    "n": (GP, 0, "n_insn", UCODE),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(SDM_FAULTS))
+def test_escape_faults_as_the_sdm_says(mode):
+    vector, error, insn, cs = SDM_FAULTS[mode]
+    assert_guest_fault(run_unchecked(mode), vector, error, insn, cs)
