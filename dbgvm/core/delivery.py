@@ -13,7 +13,7 @@ from unicorn.x86_const import (UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EFLAGS, 
                                UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GS,
                                UC_X86_REG_SS)
 
-from .descriptors import Descriptor, SystemType
+from .descriptors import HOLE_LAST_BYTE, Descriptor, SystemType
 from .faults import GuestFault, GuestStop, StopReason, Vector
 from .guest_registers import read_register
 from .vcpu import (EFLAGS_FIXED, EFLAGS_IF, EFLAGS_IOPL, EFLAGS_NT, EFLAGS_RESTORABLE, EFLAGS_RF,
@@ -84,6 +84,10 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
     if not gate.present:
         raise GuestFault(Vector.NP, vector * 8 + 2 + ext)
     target = _code_segment(m, gate.gate_selector, vcpu.cpl, ext)
+    if gate.gate_offset > target.limit or target.base + gate.gate_offset > HOLE_LAST_BYTE:
+        # the handler lies beyond the code segment's limit (the installed copy's ends below
+        # the monitor hole): #GP at the interrupted instruction, nothing pushed
+        raise GuestFault(Vector.GP, ext)
     new_cpl = vcpu.cpl if target.conforming else target.dpl
     _check_ring(new_cpl)
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs, CsInsn
+from capstone.x86 import X86_OP_MEM
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_CODE,
                      UC_HOOK_INSN,
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED,
@@ -44,6 +45,7 @@ from .guest_registers import read_register, write_register
 from .hypercalls import (HYPERCALL_MNEMONIC, HYPERCALL_SIZE, HypercallArgs, HypercallBus,
                          HypercallResult)
 from .inputs import InputQueue
+from .io_permission import io_allowed
 from .loader import BootImage
 from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
 from .pit import IRQ_LINE as PIT_IRQ
@@ -72,6 +74,8 @@ MAX_RAM_MB = 3072
 MAX_FILLS_PER_INSN = 8   # code pages, data pages and a stack page of one instruction, at most
 
 SYSENTER_VECTOR = -1     # trap events of SYSENTER, which is hooked, not trapped
+_STACK_MNEMONICS = frozenset({"push", "pop", "pushal", "popal", "pushfd", "popfd", "call",
+                              "ret", "retf", "enter", "leave", "iretd", "int", "int3", "into"})
 _DATA_SEGS = (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS)
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
 
@@ -175,6 +179,7 @@ class Machine:
         self._shadow_until = 0
         self._planned_deadline: int | None = None   # the timer deadline the quantum runs to
         self._quantum_budget = 0
+        self._io_refused: tuple[int, int] | None = None    # (EIP, EAX) of a refused IN/OUT
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -492,9 +497,12 @@ class Machine:
         if counted:
             self._latch.settle_flags()   # the instruction had started: see uc_internals, 3
         if vaddr >= MONITOR_HOLE:
+            # beyond the truncated segment limit, as the hardware would see it: #SS(0) for a
+            # stack access, else #GP(0)
             self._emit(EventKind.TRAP, eip, vector=int(Vector.PF),
                        insn=self.describe_insn(eip), action="reflect")
-            self._reflect(GuestFault(Vector.GP, 0), eip)
+            stack = self._stack_access(eip)
+            self._reflect(GuestFault(Vector.SS if stack else Vector.GP, 0), eip)
             return
         ring3 = self.vcpu.cpl == 3
         self._trap_counted = counted
@@ -588,6 +596,23 @@ class Machine:
             return "(unreadable)"
 
     # -- trap dispatch -----------------------------------------------------------------------
+    def _stack_access(self, eip: int) -> bool:
+        """Does the instruction at ``eip`` reach memory through SS (an implicit stack access,
+        an SS override, or a base of ESP/EBP)? Its segment-limit faults are #SS, not #GP."""
+        try:
+            insn = self.decode(eip)
+        except (GuestFault, GuestStop):
+            return False
+        if insn.mnemonic.split()[0] in _STACK_MNEMONICS:
+            return True
+        for op in insn.operands:
+            if op.type == X86_OP_MEM:
+                seg = insn.reg_name(op.mem.segment) if op.mem.segment else None
+                base = insn.reg_name(op.mem.base) if op.mem.base else None
+                if seg == "ss" or (seg is None and base in ("esp", "ebp")):
+                    return True
+        return False
+
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._in_exception_hook = True
         latch = self._latch
@@ -747,8 +772,31 @@ class Machine:
         self.regs.write(UC_X86_REG_EIP, eip + HYPERCALL_SIZE)
         return True
 
+    def _refuse_io(self) -> None:
+        """IN/OUT the virtual CPL may not use (io_permission.py): the hook cannot fault, so it
+        leaves registers as they were, ends the quantum after the instruction, and
+        _io_refused then puts EIP back and delivers #GP(0) there."""
+        self._io_refused = (self.regs.read(UC_X86_REG_EIP), self.regs.read(UC_X86_REG_EAX))
+        self._request_boundary()
+
+    def _io_refused_fault(self) -> None:
+        eip, eax = self._io_refused
+        self._io_refused = None
+        self.regs.write(UC_X86_REG_EIP, eip)
+        self.regs.write(UC_X86_REG_EAX, eax)
+        self.trap_eip = eip
+        try:
+            self._emit(EventKind.TRAP, eip, vector=int(Vector.GP), insn=self.describe_insn(eip),
+                       action="reflect")
+            self._deliver_guarded(Vector.GP, eip, error_code=0)
+        except GuestStop as stop:
+            self._guest_stop(stop, eip)
+
     def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
         try:
+            if not io_allowed(self.vcpu, self.read_linear, port, size):
+                self._refuse_io()
+                return self.regs.read(UC_X86_REG_EAX)
             self._charge(PORT_IO_CHARGE)
             value = self.ports.read(port, size)
             claimed = value is not None
@@ -763,6 +811,9 @@ class Machine:
 
     def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
         try:
+            if not io_allowed(self.vcpu, self.read_linear, port, size):
+                self._refuse_io()
+                return
             self._charge(PORT_IO_CHARGE)
             value &= (1 << (8 * size)) - 1
             claimed = self.ports.write(port, size, value)
@@ -1113,6 +1164,8 @@ class Machine:
             min(self._counter.read(), budget)
         executed = started - self._restarts
         self.icount += executed
+        if self._io_refused is not None:
+            self._io_refused_fault()
         if self._stop is None and self._boundary_pos is None and executed < budget:
             eip = self.regs.read(UC_X86_REG_EIP)
             if eip in self._exits:

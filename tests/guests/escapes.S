@@ -409,22 +409,27 @@ D_insn: int $0x40
         jmp escaped
 
 # -- o/O/n: port I/O from virtual ring 3 with IOPL 0 (EFLAGS 0x202) and a TSS without an I/O
-# permission bitmap (limit 0x67): SDM vol. 1 19.5.2, IN/OUT at CPL > IOPL consult the bitmap,
-# and one beyond the TSS limit means #GP(0). o: OUT to the debug console (0xE9); O: OUT to the
-# debug-exit port (0xF4), which would end the run with the user's status; n: IN from the PIC.
+# permission bitmap: its I/O map base (offset 0x66) is 0x68, past the limit 0x67, as Linux sets
+# it. SDM vol. 1 19.5.2: IN/OUT at CPL > IOPL consult the bitmap, and one beyond the TSS limit
+# means #GP(0). (A base of 0 would put the bitmap over the TSS itself, granting the ports whose
+# bits are clear there.) o: OUT to the debug console (0xE9); O: OUT to the debug-exit port
+# (0xF4), which would end the run with the user's status; n: IN from the PIC.
 ring3_out_console:
+        movw $0x68, tss + 0x66
         to_user o_user
 o_user: mov $'!', %al
 o_insn: outb %al, $0xe9
         int $0x80
 
 ring3_out_exit:
+        movw $0x68, tss + 0x66
         to_user O_user
 O_user: mov $0x55, %al
 O_insn: outb %al, $0xf4
         int $0x80
 
 ring3_in_pic:
+        movw $0x68, tss + 0x66
         to_user n_user
 n_user:
 n_insn: inb $0x21, %al
