@@ -31,10 +31,10 @@ def build(name: str) -> Path:
     out = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.elf"
     if out.exists():
         return out
-    obj = out.with_suffix(".o")
+    obj = out.with_suffix(f".{os.getpid()}.o")     # builds in parallel processes never mix
     subprocess.run(["as", "--32", "-I", str(GUESTS), "-o", str(obj), str(source)], check=True,
                    capture_output=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     subprocess.run(["ld", "-m", "elf_i386", "--no-warn-rwx-segments", "-T",
                     str(GUESTS / "link.ld"), "-o", str(tmp), str(obj)], check=True,
                    capture_output=True)
@@ -59,10 +59,10 @@ def build_linux_program(name: str) -> Path:
     out = cache_dir() / f"linux-{name}-{digest.hexdigest()[:16]}"
     if out.exists():
         return out
-    obj = out.with_suffix(".o")
+    obj = out.with_suffix(f".{os.getpid()}.o")     # builds in parallel processes never mix
     subprocess.run(["as", "--32", "-o", str(obj), str(source)], check=True,
                    capture_output=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     subprocess.run([*LINUX_LINK, "-o", str(tmp), str(obj)], check=True, capture_output=True)
     tmp.rename(out)
     obj.unlink()

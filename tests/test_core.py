@@ -9,6 +9,7 @@ import struct
 
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
+from dbgvm.core.loader import BootImage, Chunk
 
 KCODE, KDATA, UCODE, UDATA = 0x08, 0x10, 0x1B, 0x23
 IF = 1 << 9
@@ -238,3 +239,20 @@ def test_hlt_with_the_timer_masked_ends_instead_of_idling_forever():
     stop = machine.run(1000)
     assert stop.reason is StopReason.HALTED
     assert "no timer interrupt that can arrive" in stop.message
+
+
+def test_sixteen_bit_far_ret_is_emulated():
+    """`66 cb` at virtual CPL 0 pops a 16-bit IP and CS (SDM vol. 2B RET: EIP is IP
+    zero-extended, 4 bytes popped); it once stopped the VM as unsupported."""
+    code = (b"\x66\x6a\x10"                 # push word 0x10 (the boot CS)
+            b"\x66\x68\x00\x80"             # push word 0x8000
+            b"\x66\xcb")                    # retf (16-bit operand size)
+    from dbgvm.core.machine import Machine
+    machine = Machine(ram_mb=4)
+    machine.load(BootImage((Chunk(0x100000, code, len(code)), Chunk(0x8000, b"\xf4", 1)),
+                           0x100000, False, 0, 0, {}))
+    esp = machine.registers().esp
+    stop = machine.run(100)
+    assert stop.reason is StopReason.HALTED, stop.message
+    regs = machine.registers()
+    assert regs.eip == 0x8001 and regs.esp == esp and regs.cs == 0x10

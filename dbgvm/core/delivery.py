@@ -134,8 +134,9 @@ def _null_outer_data_segments(m: "Machine") -> None:
 
 
 def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
-            new_flags: int | None, pop_extra: int = 0) -> None:
-    """Common tail of IRET and far RET: checks, then the (possibly outer-ring) return."""
+            new_flags: int | None, pop_extra: int = 0, word: int = 4) -> None:
+    """Common tail of IRET and far RET: checks, then the (possibly outer-ring) return.
+    ``word``: the operand size (2 for a 16-bit far RET, whose outer SP:SS are words too)."""
     vcpu, regs = m.vcpu, m.regs
     new_cpl = new_cs & 3
     if new_cpl < vcpu.cpl:
@@ -148,7 +149,8 @@ def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
     esp = regs.read(UC_X86_REG_ESP)
     outer = None
     if new_cpl > vcpu.cpl:
-        new_esp, new_ss = struct.unpack("<II", m.read_linear(ss_base + esp + outer_at, 8))
+        new_esp, new_ss = struct.unpack("<II" if word == 4 else "<HH",
+                                        m.read_linear(ss_base + esp + outer_at, 2 * word))
         new_ss &= 0xFFFF
         stack_segment(m, new_ss, new_cpl, Vector.GP)
         outer = (new_esp + pop_extra) & 0xFFFFFFFF, new_ss
@@ -184,10 +186,12 @@ def emulate_iret(m: "Machine") -> None:
     _return(m, new_eip, new_cs & 0xFFFF, 12, 12, new_flags)
 
 
-def emulate_retf(m: "Machine", pop_extra: int) -> None:
-    """Far RET (32-bit operand size, optional imm16) from the guest's virtual ring 0."""
+def emulate_retf(m: "Machine", pop_extra: int, word: int = 4) -> None:
+    """Far RET (32-bit operand size, or 16-bit with ``word`` 2: IP and CS are words and EIP
+    is zero-extended; optional imm16) from the guest's virtual ring 0."""
     regs = m.regs
     ss_base = m.tables.base_of(regs.read(UC_X86_REG_SS))
     esp = regs.read(UC_X86_REG_ESP)
-    new_eip, new_cs = struct.unpack("<II", m.read_linear(ss_base + esp, 8))
-    _return(m, new_eip, new_cs & 0xFFFF, 8, 8 + pop_extra, None, pop_extra)
+    new_eip, new_cs = struct.unpack("<II" if word == 4 else "<HH",
+                                    m.read_linear(ss_base + esp, 2 * word))
+    _return(m, new_eip, new_cs & 0xFFFF, 2 * word, 2 * word + pop_extra, None, pop_extra, word)

@@ -257,10 +257,8 @@ def _iret(m: "Machine", insn: CsInsn) -> bool:
 
 
 def _retf(m: "Machine", insn: CsInsn) -> bool:
-    if insn.prefix[2] == 0x66:
-        raise GuestStop(StopReason.UNSUPPORTED, "16-bit far RET is not supported")
     extra = insn.operands[0].imm if insn.operands else 0
-    emulate_retf(m, extra)
+    emulate_retf(m, extra, 2 if insn.prefix[2] == 0x66 else 4)
     return Emulated.JUMPED
 
 

@@ -90,27 +90,13 @@ class SegmentTables:
 
     def _validate(self, which: Table, index: int, desc: Descriptor, eip: int) -> None:
         table = self._table(which)
-        reason = check(desc, which) or self._gate_target_problem(desc)
+        reason = check(desc, which)
         if reason is None:
             table.refused.pop(index, None)
         else:
             table.refused[index] = reason
             self._emit(EventKind.DESC, eip, table=which.value, op="refuse", index=index,
                        reason=reason)
-
-    def _gate_target_problem(self, desc: Descriptor) -> str | None:
-        """A call gate must lead to a code segment of the guest (never into the monitor)."""
-        if not desc.present or desc.system_type not in (SystemType.CALL_GATE32,
-                                                        SystemType.CALL_GATE16):
-            return None
-        selector = desc.gate_selector
-        table = self._table(Table.LDT if selector & 4 else Table.GDT)
-        index = selector >> 3
-        target = table.entries[index] if index < len(table.entries) and \
-            index * 8 + 7 <= table.limit else None
-        if target is None or not target.is_code or index in table.refused:
-            return f"call gate target {selector:#06x} is not a code segment of the guest"
-        return None
 
     def _real_bases(self, which: Table) -> tuple[int, int]:
         lay = self._layout
