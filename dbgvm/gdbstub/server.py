@@ -36,7 +36,12 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class Connection:
-    """A connected gdb: framing, acks and retransmission over one socket."""
+    """A connected gdb: framing, acks and retransmission over one socket.
+
+    Any socket error, sending or receiving, is gdb hanging up (a gdb killed with unread data
+    in its socket resets the connection): ``closed`` is set and the session ends, the VM
+    stays paused and the server waits for the next debugger.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -44,30 +49,45 @@ class Connection:
         self.pending: list[rsp.Frame] = []
         self._last = b""
         self.transcript: Recorder | None = None
+        self.closed = False
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.closed = True
 
     def send(self, payload: bytes) -> None:
         self._last = rsp.encode(payload)
         if self.transcript is not None:
             self.transcript.append(("out", payload))
-        self.sock.sendall(self._last)
+        self._write(self._last)
+
+    def ack(self, good: bool = True) -> None:
+        self._write(b"+" if good else b"-")
 
     def resend(self) -> None:
         if self._last:
-            self.sock.sendall(self._last)
+            self._write(self._last)
 
     def receive(self, timeout: float | None) -> list[rsp.Frame] | None:
         """Frames from gdb (None once it hung up); [] when nothing came within ``timeout``."""
         if self.pending:
             frames, self.pending = self.pending, []
             return frames
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return []
-        try:
-            data = self.sock.recv(65536)
-        except OSError:
+        if self.closed:
             return None
+        try:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return []
+            data = self.sock.recv(65536)
+        except (OSError, ValueError):
+            data = b""
         if not data:
+            self.closed = True
             return None
         return self.decoder.feed(data)
 
@@ -89,11 +109,13 @@ def serve_session(conn: Connection, session: Session) -> None:
         if frames is None:
             return
         for frame in frames:
+            if conn.closed:
+                return
             if frame.kind is rsp.Kind.PACKET:
                 if conn.transcript is not None:
                     conn.transcript.append(("in", frame.payload))
                 if not session.no_ack:
-                    conn.sock.sendall(b"+")
+                    conn.ack()
                 reply = session.handle(frame.payload)
                 for line in session.output:
                     conn.send(line)
@@ -103,9 +125,9 @@ def serve_session(conn: Connection, session: Session) -> None:
                 if session.killed or session.detached:
                     return
             elif frame.kind is rsp.Kind.BAD_CHECKSUM:
-                conn.sock.sendall(b"-")
+                conn.ack(False)
             elif frame.kind is rsp.Kind.OVERSIZE:
-                conn.sock.sendall(b"+")
+                conn.ack()
                 conn.send(b"E01")
             elif frame.kind is rsp.Kind.NACK:
                 conn.resend()
@@ -131,7 +153,10 @@ class GdbServer:
         """Serve debuggers one after another until one kills the VM."""
         last_stop = None
         while True:
-            sock, peer = self.listener.accept()
+            try:
+                sock, peer = self.listener.accept()
+            except ConnectionError:          # gone before it was taken (ECONNABORTED)
+                continue
             self._log(f"dbgvm: gdb connected from {peer[0]}:{peer[1]}")
             conn = Connection(sock)
             conn.transcript = self.transcript
