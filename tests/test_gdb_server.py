@@ -48,3 +48,26 @@ def test_a_debugger_reset_while_replies_are_pending_does_not_kill_the_stub(stub)
     assert stub.alive(), stub.error
     assert stub.machine.icount == icount
     assert regs == _expected(stub.machine, b"g")
+
+
+def test_a_silent_second_client_does_not_block_the_next_debugger(stub):
+    """A second client that connects while gdb is attached and never sends anything must not
+    hold up the stub: once the first gdb detaches, the next one is served at once."""
+    first = stub.attach()
+    regs = first.ask(b"g")
+    silent = stub.client()
+    time.sleep(0.5)                           # the stub has taken it (to refuse it)
+    assert first.ask(b"D") == b"OK"
+    first.close()
+    started = time.monotonic()
+    with stub.attach(timeout=5) as third:
+        assert third.ask(b"?", timeout=5).startswith(b"T05")
+        assert third.ask(b"g", timeout=5) == regs
+        third.ask(b"D")
+    assert time.monotonic() - started < 3
+    # the silent one is still told why, without having said anything
+    silent.sock.settimeout(5)
+    data = silent.sock.recv(4096)
+    silent.close()
+    assert b"another debugger is already attached" in data
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -15,6 +16,8 @@ from . import rsp
 from .session import Reverse, Runner, Session
 
 REFUSAL = b"E.dbgvm: another debugger is already attached"
+REFUSAL_WAIT = 1.0            # seconds a refused client has to send its first packet
+MAX_REFUSING = 8              # clients being refused at once; more are just closed
 
 
 class Recorder(Protocol):
@@ -148,6 +151,7 @@ class GdbServer:
         self.listener = socket.create_server(address, reuse_port=False)
         self.address = self.listener.getsockname()[:2]
         self.transcript: Recorder | None = None
+        self._refusing = threading.BoundedSemaphore(MAX_REFUSING)
 
     def serve(self) -> None:
         """Serve debuggers one after another until one kills the VM."""
@@ -177,25 +181,43 @@ class GdbServer:
 
     def _serve_with_refusals(self, conn: Connection, session: Session) -> None:
         """Serve one session; a second gdb connecting meanwhile is told why it is refused."""
-        import threading
-
         stop = threading.Event()
 
-        def refuse() -> None:
+        def accept_others() -> None:
             while not stop.is_set():
                 ready, _, _ = select.select([self.listener], [], [], 0.2)
-                if ready and not stop.is_set():
+                if not ready or stop.is_set():
+                    continue
+                try:
                     other, _ = self.listener.accept()
-                    try:
-                        other.recv(4096)
-                        other.sendall(b"+" + rsp.encode(REFUSAL))
-                    except OSError:
-                        pass
-                    other.close()
-        thread = threading.Thread(target=refuse, daemon=True)
+                except OSError:
+                    continue
+                if self._refusing.acquire(blocking=False):
+                    threading.Thread(target=self._refuse, args=(other,), daemon=True).start()
+                else:
+                    other.close()            # a crowd: no explanation for the rest
+        thread = threading.Thread(target=accept_others, daemon=True)
         thread.start()
         try:
             serve_session(conn, session)
         finally:
             stop.set()
             thread.join()
+
+    def _refuse(self, other: socket.socket) -> None:
+        """Tell a refused client why, on its own thread: gdb's first packet is read first
+        (so that closing does not reset the connection before gdb reads the reason), but a
+        client that says nothing is waited for at most REFUSAL_WAIT seconds and never holds
+        up the next debugger."""
+        try:
+            other.settimeout(REFUSAL_WAIT)
+            try:
+                other.recv(4096)
+            except TimeoutError:
+                pass
+            other.sendall(b"+" + rsp.encode(REFUSAL))
+        except OSError:
+            pass
+        finally:
+            other.close()
+            self._refusing.release()
