@@ -71,3 +71,24 @@ def test_a_silent_second_client_does_not_block_the_next_debugger(stub):
     silent.close()
     assert b"another debugger is already attached" in data
 
+
+
+def test_ctrl_c_interrupts_monitor_continue(stub):
+    """`monitor continue` runs the guest inside a qRcmd: gdb's Ctrl-C (0x03) must stop it as
+    it stops `c`, and the qRcmd is then answered with the monitor's output and OK."""
+    with stub.attach() as c:
+        counter = stub.machine.symbols["counter"]
+        before = c.ask(b"m%x,4" % counter)
+        c.send_packet(b"qRcmd," + "continue".encode().hex().encode())
+        time.sleep(0.5)
+        c.sock.sendall(b"\x03")
+        started = time.monotonic()
+        output = []
+        while (reply := c.reply(timeout=5)) != b"OK":
+            assert reply.startswith(b"O"), reply
+            output.append(bytes.fromhex(reply[1:].decode()).decode())
+        assert time.monotonic() - started < 5
+        assert c.ask(b"m%x,4" % counter) != before         # the guest did run
+        assert c.ask(b"?").startswith(b"T")                 # and the stub still answers
+        text = "".join(output)
+        assert text.startswith("stopped"), text

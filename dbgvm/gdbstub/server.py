@@ -13,7 +13,7 @@ from typing import Protocol
 
 from ..core.machine import Machine
 from . import rsp
-from .session import Reverse, Runner, Session
+from .session import MonitorCommand, Reverse, Runner, Session
 
 REFUSAL = b"E.dbgvm: another debugger is already attached"
 REFUSAL_WAIT = 1.0            # seconds a refused client has to send its first packet
@@ -140,7 +140,7 @@ def serve_session(conn: Connection, session: Session) -> None:
 
 class GdbServer:
     def __init__(self, machine: Machine, address: tuple[str, int], *,
-                 monitor: Callable[[str], str] | None = None,
+                 monitor: MonitorCommand | None = None,
                  log: Callable[[str], None] = lambda text: None,
                  run: Runner | None = None, reverse: Reverse | None = None) -> None:
         self.machine = machine

@@ -61,6 +61,14 @@ class Runner(Protocol):
                  interrupted: Callable[[], bool] | None = None) -> Stop: ...
 
 
+class MonitorCommand(Protocol):
+    """Runs a monitor command line (dbgvm.repl.commands.Monitor.run): ``interrupted`` is
+    polled while the command runs the guest (`monitor continue`) and says gdb sent Ctrl-C."""
+
+    def __call__(self, line: str, *,
+                 interrupted: Callable[[], bool] | None = None) -> str: ...
+
+
 class Reverse(Protocol):
     def step(self) -> Stop: ...
 
@@ -73,7 +81,7 @@ class Session:
     """Answers packets for one connected gdb. ``wait_for_interrupt`` is polled while the
     guest runs and returns True when gdb sent Ctrl-C; ``monitor`` runs a monitor command."""
 
-    def __init__(self, machine: Machine, *, monitor: Callable[[str], str] | None = None,
+    def __init__(self, machine: Machine, *, monitor: MonitorCommand | None = None,
                  console: Callable[[str], None] | None = None,
                  run: Runner | None = None, reverse: Reverse | None = None) -> None:
         self.m = machine
@@ -349,7 +357,7 @@ class Session:
         if self._monitor is None:
             text = "dbgvm: monitor commands are not available\n"
         else:
-            text = self._monitor(command)
+            text = self._monitor(command, interrupted=self.interrupted)
         for start in range(0, len(text), 1024):
             self._say(text[start:start + 1024])
         return b"OK"
