@@ -63,7 +63,7 @@ class Stub:
     def close(self) -> None:
         if self.thread.is_alive():
             try:
-                with self.client(2.0) as c:
+                with self.attach(2.0) as c:
                     c.send_packet(b"vKill")
                     c.reply()
             except OSError:
@@ -77,6 +77,7 @@ class Client:
 
     def __init__(self, port: int, timeout: float = 5.0) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = rsp.Decoder()
         self.frames: list[rsp.Frame] = []
         self.received = bytearray()          # everything the stub sent

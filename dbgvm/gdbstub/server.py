@@ -162,6 +162,10 @@ class GdbServer:
             except ConnectionError:          # gone before it was taken (ECONNABORTED)
                 continue
             self._log(f"dbgvm: gdb connected from {peer[0]}:{peer[1]}")
+            try:        # the ack and the reply are two small writes: no Nagle delay between
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
             conn = Connection(sock)
             conn.transcript = self.transcript
             session = Session(self.machine, monitor=self._monitor, run=self._run,
@@ -182,16 +186,19 @@ class GdbServer:
     def _serve_with_refusals(self, conn: Connection, session: Session) -> None:
         """Serve one session; a second gdb connecting meanwhile is told why it is refused."""
         stop = threading.Event()
+        wake, waker = socket.socketpair()       # ends the wait at once when the session ends
 
         def accept_others() -> None:
             while not stop.is_set():
-                ready, _, _ = select.select([self.listener], [], [], 0.2)
-                if not ready or stop.is_set():
-                    continue
                 try:
+                    ready, _, _ = select.select([self.listener, wake], [], [])
+                    if stop.is_set() or self.listener not in ready:
+                        continue
                     other, _ = self.listener.accept()
-                except OSError:
+                except ConnectionError:
                     continue
+                except (OSError, ValueError):     # the listener was closed
+                    return
                 if self._refusing.acquire(blocking=False):
                     threading.Thread(target=self._refuse, args=(other,), daemon=True).start()
                 else:
@@ -202,7 +209,10 @@ class GdbServer:
             serve_session(conn, session)
         finally:
             stop.set()
+            waker.send(b"x")
             thread.join()
+            wake.close()
+            waker.close()
 
     def _refuse(self, other: socket.socket) -> None:
         """Tell a refused client why, on its own thread: gdb's first packet is read first
