@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from ..core.machine import Machine
 from . import rsp
-from .session import Reverse, Runner, Session
+from .session import MonitorCommand, Reverse, Runner, Session
 
 REFUSAL = b"E.dbgvm: another debugger is already attached"
+REFUSAL_WAIT = 1.0            # seconds a refused client has to send its first packet
+MAX_REFUSING = 8              # clients being refused at once; more are just closed
 
 
 class Recorder(Protocol):
@@ -36,7 +39,12 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class Connection:
-    """A connected gdb: framing, acks and retransmission over one socket."""
+    """A connected gdb: framing, acks and retransmission over one socket.
+
+    Any socket error, sending or receiving, is gdb hanging up (a gdb killed with unread data
+    in its socket resets the connection): ``closed`` is set and the session ends, the VM
+    stays paused and the server waits for the next debugger.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -44,30 +52,45 @@ class Connection:
         self.pending: list[rsp.Frame] = []
         self._last = b""
         self.transcript: Recorder | None = None
+        self.closed = False
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.closed = True
 
     def send(self, payload: bytes) -> None:
         self._last = rsp.encode(payload)
         if self.transcript is not None:
             self.transcript.append(("out", payload))
-        self.sock.sendall(self._last)
+        self._write(self._last)
+
+    def ack(self, good: bool = True) -> None:
+        self._write(b"+" if good else b"-")
 
     def resend(self) -> None:
         if self._last:
-            self.sock.sendall(self._last)
+            self._write(self._last)
 
     def receive(self, timeout: float | None) -> list[rsp.Frame] | None:
         """Frames from gdb (None once it hung up); [] when nothing came within ``timeout``."""
         if self.pending:
             frames, self.pending = self.pending, []
             return frames
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return []
-        try:
-            data = self.sock.recv(65536)
-        except OSError:
+        if self.closed:
             return None
+        try:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return []
+            data = self.sock.recv(65536)
+        except (OSError, ValueError):
+            data = b""
         if not data:
+            self.closed = True
             return None
         return self.decoder.feed(data)
 
@@ -89,11 +112,13 @@ def serve_session(conn: Connection, session: Session) -> None:
         if frames is None:
             return
         for frame in frames:
+            if conn.closed:
+                return
             if frame.kind is rsp.Kind.PACKET:
                 if conn.transcript is not None:
                     conn.transcript.append(("in", frame.payload))
                 if not session.no_ack:
-                    conn.sock.sendall(b"+")
+                    conn.ack()
                 reply = session.handle(frame.payload)
                 for line in session.output:
                     conn.send(line)
@@ -103,9 +128,9 @@ def serve_session(conn: Connection, session: Session) -> None:
                 if session.killed or session.detached:
                     return
             elif frame.kind is rsp.Kind.BAD_CHECKSUM:
-                conn.sock.sendall(b"-")
+                conn.ack(False)
             elif frame.kind is rsp.Kind.OVERSIZE:
-                conn.sock.sendall(b"+")
+                conn.ack()
                 conn.send(b"E01")
             elif frame.kind is rsp.Kind.NACK:
                 conn.resend()
@@ -115,7 +140,7 @@ def serve_session(conn: Connection, session: Session) -> None:
 
 class GdbServer:
     def __init__(self, machine: Machine, address: tuple[str, int], *,
-                 monitor: Callable[[str], str] | None = None,
+                 monitor: MonitorCommand | None = None,
                  log: Callable[[str], None] = lambda text: None,
                  run: Runner | None = None, reverse: Reverse | None = None) -> None:
         self.machine = machine
@@ -126,13 +151,21 @@ class GdbServer:
         self.listener = socket.create_server(address, reuse_port=False)
         self.address = self.listener.getsockname()[:2]
         self.transcript: Recorder | None = None
+        self._refusing = threading.BoundedSemaphore(MAX_REFUSING)
 
     def serve(self) -> None:
         """Serve debuggers one after another until one kills the VM."""
         last_stop = None
         while True:
-            sock, peer = self.listener.accept()
+            try:
+                sock, peer = self.listener.accept()
+            except ConnectionError:          # gone before it was taken (ECONNABORTED)
+                continue
             self._log(f"dbgvm: gdb connected from {peer[0]}:{peer[1]}")
+            try:        # the ack and the reply are two small writes: no Nagle delay between
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
             conn = Connection(sock)
             conn.transcript = self.transcript
             session = Session(self.machine, monitor=self._monitor, run=self._run,
@@ -152,25 +185,49 @@ class GdbServer:
 
     def _serve_with_refusals(self, conn: Connection, session: Session) -> None:
         """Serve one session; a second gdb connecting meanwhile is told why it is refused."""
-        import threading
-
         stop = threading.Event()
+        wake, waker = socket.socketpair()       # ends the wait at once when the session ends
 
-        def refuse() -> None:
+        def accept_others() -> None:
             while not stop.is_set():
-                ready, _, _ = select.select([self.listener], [], [], 0.2)
-                if ready and not stop.is_set():
+                try:
+                    ready, _, _ = select.select([self.listener, wake], [], [])
+                    if stop.is_set() or self.listener not in ready:
+                        continue
                     other, _ = self.listener.accept()
-                    try:
-                        other.recv(4096)
-                        other.sendall(b"+" + rsp.encode(REFUSAL))
-                    except OSError:
-                        pass
-                    other.close()
-        thread = threading.Thread(target=refuse, daemon=True)
+                except ConnectionError:
+                    continue
+                except (OSError, ValueError):     # the listener was closed
+                    return
+                if self._refusing.acquire(blocking=False):
+                    threading.Thread(target=self._refuse, args=(other,), daemon=True).start()
+                else:
+                    other.close()            # a crowd: no explanation for the rest
+        thread = threading.Thread(target=accept_others, daemon=True)
         thread.start()
         try:
             serve_session(conn, session)
         finally:
             stop.set()
+            waker.send(b"x")
             thread.join()
+            wake.close()
+            waker.close()
+
+    def _refuse(self, other: socket.socket) -> None:
+        """Tell a refused client why, on its own thread: gdb's first packet is read first
+        (so that closing does not reset the connection before gdb reads the reason), but a
+        client that says nothing is waited for at most REFUSAL_WAIT seconds and never holds
+        up the next debugger."""
+        try:
+            other.settimeout(REFUSAL_WAIT)
+            try:
+                other.recv(4096)
+            except TimeoutError:
+                pass
+            other.sendall(b"+" + rsp.encode(REFUSAL))
+        except OSError:
+            pass
+        finally:
+            other.close()
+            self._refusing.release()

@@ -2,8 +2,10 @@
 
 As in the Rust ``gdbstub`` crate, each optional protocol feature is a small capability that
 brings its packet handlers and its qSupported features; qSupported is derived from the
-capabilities present, never kept by hand. Handlers take the packet's argument bytes and return
-the reply payload; a malformed packet gets an ``E`` reply, never an exception.
+capabilities present, never kept by hand. Each handler table entry carries the schema of its
+arguments (params.py, as QEMU's gdbstub does): they are parsed and range-checked centrally, the
+handler gets the values and returns the reply payload; a malformed packet or an out-of-range
+number gets an ``E`` reply, never an exception.
 """
 from __future__ import annotations
 
@@ -16,49 +18,37 @@ from ..core.debug import DebugError, WatchKind
 from ..core.faults import StopReason
 from ..core.guest_registers import RegisterError, read_register, write_register
 from ..core.machine import Machine, Stop
+from .params import Command, PacketError, unhex
 from .target_description import REGISTERS, target_xml
 
-Handler = Callable[[bytes], bytes | None]
 THREAD = b"thread:01;"
 SIGTRAP, SIGINT = 5, 2
 
 
-class PacketError(ValueError):
-    """A malformed or impossible request; answered with an E packet."""
-
-
-def _hex_int(text: bytes) -> int:
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise PacketError(f"bad hex number {text[:16]!r}") from None
-
-
-def _addr_len(args: bytes) -> tuple[int, int]:
-    addr, sep, length = args.partition(b",")
-    if not sep:
-        raise PacketError("expected ADDR,LENGTH")
-    return _hex_int(addr), _hex_int(length)
-
-
-def _unhex(text: bytes) -> bytes:
-    try:
-        return binascii.unhexlify(text)
-    except (binascii.Error, ValueError):
-        raise PacketError("bad hex data") from None
+def _ignore(args: bytes) -> Callable[[bytes], bytes]:
+    return lambda rest: args
 
 
 @dataclass
 class Capability:
-    """A protocol feature: its qSupported entries and its packet handlers."""
+    """A protocol feature: its qSupported entries and its packet handlers, each with the
+    schema of its arguments."""
 
     features: list[str]
-    handlers: dict[str, Handler] = field(default_factory=dict)
+    handlers: dict[str, Command] = field(default_factory=dict)
 
 
 class Runner(Protocol):
     def __call__(self, max_insns: int | None, *,
                  interrupted: Callable[[], bool] | None = None) -> Stop: ...
+
+
+class MonitorCommand(Protocol):
+    """Runs a monitor command line (dbgvm.repl.commands.Monitor.run): ``interrupted`` is
+    polled while the command runs the guest (`monitor continue`) and says gdb sent Ctrl-C."""
+
+    def __call__(self, line: str, *,
+                 interrupted: Callable[[], bool] | None = None) -> str: ...
 
 
 class Reverse(Protocol):
@@ -73,7 +63,7 @@ class Session:
     """Answers packets for one connected gdb. ``wait_for_interrupt`` is polled while the
     guest runs and returns True when gdb sent Ctrl-C; ``monitor`` runs a monitor command."""
 
-    def __init__(self, machine: Machine, *, monitor: Callable[[str], str] | None = None,
+    def __init__(self, machine: Machine, *, monitor: MonitorCommand | None = None,
                  console: Callable[[str], None] | None = None,
                  run: Runner | None = None, reverse: Reverse | None = None) -> None:
         self.m = machine
@@ -89,16 +79,18 @@ class Session:
         self.output: list[bytes] = []                 # O packets to send before a reply
         self._console = console
         caps = [self._base(), self._breakpoints(), self._description(),
-                Capability(["QStartNoAckMode+"], {"QStartNoAckMode": self._no_ack}),
-                Capability(["vContSupported+"], {"vCont?": lambda a: b"vCont;c;C;s;S",
-                                                 "vCont": self._vcont}),
-                Capability([], {"qRcmd": self._rcmd}),
+                Capability(["QStartNoAckMode+"],
+                           {"QStartNoAckMode": Command("*", self._no_ack)}),
+                Capability(["vContSupported+"],
+                           {"vCont?": Command("*", _ignore(b"vCont;c;C;s;S")),
+                            "vCont": Command("*", self._vcont)}),
+                Capability([], {"qRcmd": Command("x", self._rcmd)}),
                 Capability([f"PacketSize={0x4000:x}"])]
         if reverse is not None:
             caps.append(Capability(["ReverseStep+", "ReverseContinue+"],
-                                   {"b": self._backwards}))
+                                   {"b": Command("*", self._backwards)}))
         self.features = [f for cap in caps for f in cap.features]
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, Command] = {}
         for cap in caps:
             self.handlers.update(cap.handlers)
 
@@ -117,11 +109,11 @@ class Session:
             args = args[1:] if args[:1] in (b":", b",", b";") else args
         else:
             name, args = payload[:1], payload[1:]
-        handler = self.handlers.get(name.decode("latin-1"))
-        if handler is None:
+        command = self.handlers.get(name.decode("latin-1"))
+        if command is None:
             return b""
         try:
-            return handler(args)
+            return command(args)
         except PacketError:
             return b"E01"
         except (DebugError, RegisterError):
@@ -130,22 +122,29 @@ class Session:
     # -- capabilities -----------------------------------------------------------------------
     def _base(self) -> Capability:
         return Capability([], {
-            "?": lambda a: self.last_stop, "g": self._read_all, "G": self._write_all,
-            "p": self._read_one, "P": self._write_one, "m": self._read_mem,
-            "M": self._write_mem, "X": self._write_mem_binary, "c": self._continue,
-            "s": self._step, "D": self._detach, "k": self._kill, "vKill": self._vkill,
-            "H": lambda a: b"OK", "T": lambda a: b"OK", "qAttached": lambda a: b"1",
-            "qfThreadInfo": lambda a: b"m01", "qsThreadInfo": lambda a: b"l",
-            "qC": lambda a: b"QC01", "qSupported": self._supported,
-            "vMustReplyEmpty": lambda a: b"", "qTStatus": lambda a: b"",
+            "?": Command("*", lambda rest: self.last_stop),
+            "g": Command("*", self._read_all), "G": Command("*", self._write_all),
+            "p": Command("r", self._read_one), "P": Command("r=x", self._write_one),
+            "m": Command("a,l", self._read_mem), "M": Command("a,l:x", self._write_mem),
+            "X": Command("a,L:b", self._write_mem_binary),
+            "c": Command("a?", self._continue), "s": Command("a?", self._step),
+            "D": Command("*", self._detach), "k": Command("*", self._kill),
+            "vKill": Command("*", self._vkill),
+            "H": Command("*", _ignore(b"OK")), "T": Command("*", _ignore(b"OK")),
+            "qAttached": Command("*", _ignore(b"1")),
+            "qfThreadInfo": Command("*", _ignore(b"m01")),
+            "qsThreadInfo": Command("*", _ignore(b"l")),
+            "qC": Command("*", _ignore(b"QC01")), "qSupported": Command("*", self._supported),
+            "vMustReplyEmpty": Command("*", _ignore(b"")), "qTStatus": Command("*", _ignore(b"")),
         })
 
     def _breakpoints(self) -> Capability:
         """Z0/Z1 breakpoints and Z2-Z4 watchpoints (gdb probes watchpoints with Z2)."""
-        return Capability(["swbreak+", "hwbreak+"], {"Z": self._insert, "z": self._remove})
+        return Capability(["swbreak+", "hwbreak+"], {"Z": Command("n,a,k", self._insert),
+                                                      "z": Command("n,a,k", self._remove)})
 
     def _description(self) -> Capability:
-        return Capability(["qXfer:features:read+"], {"qXfer": self._xfer})
+        return Capability(["qXfer:features:read+"], {"qXfer": Command("w:w:w:o,L", self._xfer)})
 
     def _supported(self, args: bytes) -> bytes:
         return ";".join(self.features).encode()
@@ -154,13 +153,12 @@ class Session:
         self.no_ack = True
         return b"OK"
 
-    def _xfer(self, args: bytes) -> bytes:
-        parts = args.split(b":")
-        if len(parts) != 4 or parts[:2] != [b"features", b"read"]:
+    def _xfer(self, what: bytes, operation: bytes, annex: bytes, offset: int,
+              length: int) -> bytes:
+        if (what, operation) != (b"features", b"read"):
             return b""
-        if parts[2] != b"target.xml":
+        if annex != b"target.xml":
             return b"E00"
-        offset, length = _addr_len(parts[3])
         data = target_xml().encode()
         chunk = data[offset:offset + length]
         return (b"l" if offset + length >= len(data) else b"m") + chunk
@@ -188,7 +186,7 @@ class Session:
                 break
             if b"x" in chunk:
                 continue
-            value = int.from_bytes(_unhex(chunk), "little")
+            value = int.from_bytes(unhex(chunk), "little")
             try:
                 if value != read_register(self.m, reg.name):
                     write_register(self.m, reg.name, value)
@@ -196,59 +194,37 @@ class Session:
                 return b"E02"
         return b"OK"
 
-    def _index(self, text: bytes) -> int:
-        index = _hex_int(text)
-        if not 0 <= index < len(REGISTERS):
-            raise PacketError(f"no register {index}")
-        return index
+    def _read_one(self, index: int) -> bytes:
+        return self._reg_bytes(index)
 
-    def _read_one(self, args: bytes) -> bytes:
-        return self._reg_bytes(self._index(args))
-
-    def _write_one(self, args: bytes) -> bytes:
-        num, sep, value = args.partition(b"=")
-        if not sep:
-            raise PacketError("expected N=VALUE")
-        reg = REGISTERS[self._index(num)]
-        write_register(self.m, reg.name, int.from_bytes(_unhex(value), "little"))
+    def _write_one(self, index: int, value: bytes) -> bytes:
+        reg = REGISTERS[index]
+        if len(value) != reg.bits // 8:
+            raise PacketError(f"{reg.name} is {reg.bits // 8} bytes")
+        write_register(self.m, reg.name, int.from_bytes(value, "little"))
         return b"OK"
 
     # -- memory -----------------------------------------------------------------------------
-    def _read_mem(self, args: bytes) -> bytes:
-        addr, length = _addr_len(args)
-        if length > 0x4000 // 2:
-            raise PacketError("read too long")
+    def _read_mem(self, addr: int, length: int) -> bytes:
         return binascii.hexlify(self.m.debug.read_virtual(addr, length))
 
-    def _write_mem(self, args: bytes) -> bytes:
-        where, sep, data = args.partition(b":")
-        addr, length = _addr_len(where)
-        raw = _unhex(data)
-        if not sep or len(raw) != length:
+    def _write_mem(self, addr: int, length: int, raw: bytes) -> bytes:
+        if len(raw) != length:
             raise PacketError("length does not match the data")
         self.m.debug.write_virtual(addr, raw)
         return b"OK"
 
-    def _write_mem_binary(self, args: bytes) -> bytes:
-        where, sep, data = args.partition(b":")
-        addr, length = _addr_len(where)
-        if not sep or len(data) != length:
+    def _write_mem_binary(self, addr: int, length: int, data: bytes) -> bytes:
+        if len(data) != length:
             raise PacketError("length does not match the data")
         if length:
             self.m.debug.write_virtual(addr, data)
         return b"OK"
 
     # -- break and watch points -------------------------------------------------------------
-    def _z_args(self, args: bytes) -> tuple[int, int, int]:
-        parts = args.split(b";")[0].split(b",")
-        if len(parts) != 3:
-            raise PacketError("expected TYPE,ADDR,KIND")
-        return _hex_int(parts[0]), _hex_int(parts[1]), _hex_int(parts[2])
-
     _WATCH = {2: WatchKind.WRITE, 3: WatchKind.READ, 4: WatchKind.ACCESS}
 
-    def _insert(self, args: bytes) -> bytes:
-        kind, addr, size = self._z_args(args)
+    def _insert(self, kind: int, addr: int, size: int) -> bytes:
         if kind in (0, 1):
             self._z_types.setdefault(addr, set()).add(kind)
             self.m.debug.add_breakpoint(addr)
@@ -258,8 +234,7 @@ class Session:
             return b""
         return b"OK"
 
-    def _remove(self, args: bytes) -> bytes:
-        kind, addr, size = self._z_args(args)
+    def _remove(self, kind: int, addr: int, size: int) -> bytes:
         if kind in (0, 1):
             types = self._z_types.get(addr, set())
             types.discard(kind)
@@ -273,14 +248,14 @@ class Session:
         return b"OK"
 
     # -- execution --------------------------------------------------------------------------
-    def _continue(self, args: bytes) -> bytes:
-        if args:
-            write_register(self.m, "eip", _hex_int(args))
+    def _continue(self, addr: int | None) -> bytes:
+        if addr is not None:
+            write_register(self.m, "eip", addr)
         return self._resume(step=False)
 
-    def _step(self, args: bytes) -> bytes:
-        if args:
-            write_register(self.m, "eip", _hex_int(args))
+    def _step(self, addr: int | None) -> bytes:
+        if addr is not None:
+            write_register(self.m, "eip", addr)
         return self._resume(step=True)
 
     def _vcont(self, args: bytes) -> bytes:
@@ -344,12 +319,12 @@ class Session:
         self.output.append(b"O" + binascii.hexlify(text.encode()))
 
     # -- monitor, detach, kill --------------------------------------------------------------
-    def _rcmd(self, args: bytes) -> bytes:
-        command = _unhex(args).decode("utf-8", "replace")
+    def _rcmd(self, raw: bytes) -> bytes:
+        command = raw.decode("utf-8", "replace")
         if self._monitor is None:
             text = "dbgvm: monitor commands are not available\n"
         else:
-            text = self._monitor(command)
+            text = self._monitor(command, interrupted=self.interrupted)
         for start in range(0, len(text), 1024):
             self._say(text[start:start + 1024])
         return b"OK"

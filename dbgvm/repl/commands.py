@@ -146,6 +146,7 @@ class Monitor:
         self.tracing: frozenset[EventKind] = frozenset()
         self.quit_requested = False
         self._stop_flag = threading.Event()
+        self._poll: Callable[[], bool] | None = None
         self._machine_lock = threading.Lock()
         self._running = False
         self._collected: list[str] | None = None
@@ -168,31 +169,46 @@ class Monitor:
         """True while a command is running the guest (in whatever thread)."""
         return self._running
 
-    def run(self, line: str) -> str:
-        """Run one command line; returns its output (an error is a line and a caret line)."""
+    def run(self, line: str, *, interrupted: Callable[[], bool] | None = None) -> str:
+        """Run one command line; returns its output (an error is a line and a caret line).
+
+        ``interrupted``, when given, is polled (on this thread) while the command runs the
+        guest, as the runner polls it for gdb's `c`: gdb's ``monitor continue`` passes the
+        stub's check for Ctrl-C on its socket."""
         try:
             command = parse(line)
             if command is None:
                 return ""
-            return self.execute(command)
+            return self.execute(command, interrupted=interrupted)
         except CommandError as exc:
             return exc.render(line)
 
-    def execute(self, command: S.Command) -> str:
-        """Run a parsed command (CommandError when it fails)."""
+    def execute(self, command: S.Command, *,
+                interrupted: Callable[[], bool] | None = None) -> str:
+        """Run a parsed command (CommandError when it fails); ``interrupted`` as for run."""
         if command.while_running:
             return self._dispatch(command)
         if not self._machine_lock.acquire(blocking=False):
             raise fail(Problem.BUSY)
+        self._poll = interrupted
         try:
             return self._dispatch(command)
         finally:
+            self._poll = None
             self.status = self._status()
             self._machine_lock.release()
 
     def request_stop(self) -> None:
         """Stop the running guest at the next quantum boundary (any thread; Ctrl-C)."""
         self._stop_flag.set()
+
+    def _should_stop(self) -> bool:
+        """Polled while a command runs the guest: a stop was requested (request_stop), or
+        the caller's ``interrupted`` check (Monitor.run) says so."""
+        poll = self._poll
+        if poll is not None and not self._stop_flag.is_set() and poll():
+            self._stop_flag.set()
+        return self._stop_flag.is_set()
 
     def _dispatch(self, command: S.Command) -> str:
         handler = getattr(self, "_do_" + type(command).__name__)
@@ -307,14 +323,14 @@ class Monitor:
             m = self.machine
             if self._linear_eip() in m.breakpoints:
                 stop = self._step_once()
-                if stop.reason is not StopReason.STEP or self._stop_flag.is_set():
+                if stop.reason is not StopReason.STEP or self._should_stop():
                     return stop
             engine = self._forward_engine()
             if engine is not None:
-                return engine.run(None, interrupted=self._stop_flag.is_set)
+                return engine.run(None, interrupted=self._should_stop)
             if self._runner is not None:
-                return self._runner(None, self._stop_flag.is_set)
-            return self.machine.run(None, interrupted=self._stop_flag.is_set)
+                return self._runner(None, self._should_stop)
+            return self.machine.run(None, interrupted=self._should_stop)
         stop = self._run_guest(body)
         vm_index = getattr(stop, "vm", None)
         if isinstance(vm_index, int) and 0 <= vm_index < len(self.vms):
@@ -328,7 +344,7 @@ class Monitor:
         def body() -> Stop:
             stop = self._step_once()
             for _ in range(count - 1):
-                if stop.reason is not StopReason.STEP or self._stop_flag.is_set():
+                if stop.reason is not StopReason.STEP or self._should_stop():
                     break
                 stop = self._step_once()
             return stop
