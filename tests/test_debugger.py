@@ -1,6 +1,7 @@
 """Breakpoints (Unicorn exits kept safe under shadow paging), watchpoints and stepping, at the
 Machine API that every front end uses."""
 from __future__ import annotations
+import pytest
 
 from guest_build import build
 
@@ -139,3 +140,18 @@ def test_resuming_from_a_breakpoint_whose_instruction_needs_a_shadow_fill_execut
             assert m.read_linear(sym["user_skip"], 4) == (5).to_bytes(4, "little")
         else:
             assert stop.reason is not StopReason.BREAKPOINT and stop.exit_status == 19
+
+
+def test_addresses_beyond_32_bits_are_refused_not_wrapped():
+    from dbgvm.core.debug import DebugError
+    from dbgvm.core.machine import Machine
+    debugger = Machine(ram_mb=4).debug
+    for call in (lambda: debugger.read_virtual(1 << 32, 4),
+                 lambda: debugger.read_virtual(0xFFFFFFFE, 4),
+                 lambda: debugger.write_virtual(0x1_0000_1000, b"x"),
+                 lambda: debugger.add_breakpoint(0x1_0000_0000),
+                 lambda: debugger.add_watchpoint(0x1000, 0, WatchKind.WRITE),
+                 lambda: debugger.add_watchpoint(0xFFFFFFFF, 2, WatchKind.WRITE)):
+        with pytest.raises(DebugError):
+            call()
+    assert debugger.read_virtual(0x1000, 4) == bytes(4)     # paging off: physical 0x1000

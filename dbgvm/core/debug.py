@@ -53,10 +53,18 @@ class Debugger:
             return None
         return t.paddr
 
+    @staticmethod
+    def _check_range(vaddr: int, size: int) -> None:
+        """A 32-bit guest has no address at or above 4 GiB: never wrap one to a low address."""
+        if vaddr < 0 or size < 0 or vaddr + size > 1 << 32:
+            raise DebugError(f"address range {vaddr:#x}+{size} is outside the 32-bit address "
+                             "space")
+
     def _pieces(self, vaddr: int, size: int):
+        self._check_range(vaddr, size)
         done = 0
         while done < size:
-            addr = (vaddr + done) & 0xFFFFFFFF
+            addr = vaddr + done
             chunk = min(size - done, 0x1000 - (addr & 0xFFF))
             paddr = self.translate(addr)
             if paddr is None or paddr + chunk > self._m.ram_size:
@@ -80,7 +88,8 @@ class Debugger:
         return sorted(self._m.breakpoints)
 
     def add_breakpoint(self, addr: int) -> None:
-        self._m.set_breakpoints(self._m.breakpoints | {addr & 0xFFFFFFFF})
+        self._check_range(addr, 1)
+        self._m.set_breakpoints(self._m.breakpoints | {addr})
 
     def remove_breakpoint(self, addr: int) -> bool:
         if addr not in self._m.breakpoints:
@@ -90,8 +99,11 @@ class Debugger:
 
     # -- watchpoints ----------------------------------------------------------------------
     def add_watchpoint(self, vaddr: int, length: int, kind: WatchKind) -> None:
+        self._check_range(vaddr, length)
+        if length <= 0:
+            raise DebugError(f"a watchpoint needs a positive length, not {length}")
         key = (vaddr, length, kind)
-        if key in self._watchpoints or length <= 0:
+        if key in self._watchpoints:
             return
         types = {WatchKind.WRITE: UC_HOOK_MEM_WRITE, WatchKind.READ: UC_HOOK_MEM_READ,
                  WatchKind.ACCESS: UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}[kind]
