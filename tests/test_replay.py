@@ -560,3 +560,32 @@ def test_replay_script_goes_back_and_says_the_check_stops(tmp_path):
     assert out.count(f"<timer_handler>:  push eax   (icount {first})") == 2   # there and back
     assert out.rstrip().endswith("(icount 0)")
     assert b"no longer checked against the recording" in proc.stderr
+
+
+def test_going_back_takes_the_disk_overlay_back_too(recorded_traces):
+    # the guest writes "hello trace" to sector 3 of its copy-on-write disk
+    trace = read(recorded_traces["disk.trace"])
+    write = next(json.loads(e) for e in trace.events[0]
+                 if '"channel":"block"' in e and '"op":"WRITE"' in e)
+    replay = Replay(trace, lambda vm, data: None)
+    try:
+        machine = replay.domains.machines[0]
+        disk = replay.domains.domains[0].block
+        engine = ReverseEngine(machine, replay.end_icount(0), interval=20_000)
+
+        def sector3() -> bytes:
+            return disk.submit(2, (3).to_bytes(4, "little") + (1).to_bytes(4, "little") +
+                               bytes(512)).payload[8:]
+        original = sector3()
+        engine.run()
+        assert b"hello trace" in sector3() and len(engine.store.snapshots) > 3
+        engine.goto(write["icount"] - 1)
+        assert sector3() == original
+        engine.goto(write["icount"] + 1)
+        assert b"hello trace" in sector3()
+        engine.goto(0)
+        assert sector3() == original
+        engine.goto(replay.end_icount(0) - 1)
+        assert b"hello trace" in sector3()
+    finally:
+        replay.close()
