@@ -30,7 +30,7 @@ from .linux import cli as linux_cli
 from .record.recorder import Recorder, file_entry
 from .record.replay import Replay
 from .record.reverse import DEFAULT_INTERVAL, ReverseEngine
-from .record.trace import TraceError
+from .record.trace import MAX_VMS, TraceError
 from .record.trace import read as read_trace
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 USAGE_ERROR = 2
 INTERRUPTED = 130                # as a shell reports a command ended by SIGINT
-MAX_VMS = 16
 _QUIET_STOPS = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF})
 
 

@@ -223,6 +223,83 @@ def test_block_refuses_out_of_range_and_bad_counts(tmp_path):
     disk.close()
 
 
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) << 10 for line in status if line.startswith("VmRSS:"))
+
+
+def test_copy_on_write_keeps_written_sectors_out_of_host_memory(tmp_path):
+    # a guest writing every sector of a large image: the overlay is a file, not host memory
+    size = 128 << 20
+    path = tmp_path / "big.img"
+    with open(path, "wb") as image:
+        image.truncate(size)                        # sparse: no disk space for the test
+        image.seek(size - 512)
+        image.write(b"last sector".ljust(512, b"."))
+    before_mtime = path.stat().st_mtime_ns
+    disk = BlockDevice(str(path))
+    rss = _rss()
+    count = 127
+    for sector in range(0, size // 512, count):
+        n = min(count, size // 512 - sector)
+        data = struct.pack("<I", sector) * (128 * n)
+        assert disk.submit(3, _request(sector, n, data)).status is Status.OK
+    grown = _rss() - rss
+    assert grown < 48 << 20, f"RSS grew by {grown >> 20} MiB writing {size >> 20} MiB"
+    # what stays in memory is the index: 4 bytes a sector, no sector data
+    index = sum(len(chunk) * chunk.itemsize for chunk in disk._overlay.chunks.values())
+    assert index <= 4 * (size // 512) and len(disk._overlay) == size // 512
+    for sector in (0, 1, 126, 127, 4095, 4096, 200_000, size // 512 - 1):
+        read = disk.submit(2, _request(sector, 1))
+        first = sector - sector % count
+        assert read.payload[8:] == struct.pack("<I", first) * 128, sector
+    disk.close()
+    # the image never changed (copy-on-write)
+    assert path.stat().st_mtime_ns == before_mtime
+    with open(path, "rb") as image:
+        assert image.read(512) == bytes(512)
+        image.seek(size - 512)
+        assert image.read(512) == b"last sector".ljust(512, b".")
+
+
+def test_copy_on_write_state_goes_back_with_snapshots(tmp_path):
+    # the device is a snapshot Part (domains.py): copied by value, restored in place
+    from dbgvm.core.snapshot import Part
+    path, content = _image(tmp_path, sectors=3 * 4096)
+    disk = BlockDevice(str(path))
+    part = Part("block", disk, frozenset({"_switch"}))
+
+    def write(sector: int, fill: bytes) -> None:
+        assert disk.submit(3, _request(sector, 2, fill * 1024)).status is Status.OK
+
+    def read(sector: int) -> bytes:
+        return disk.submit(2, _request(sector, 2)).payload[8:]
+    original = content[4095 * 512:4097 * 512]
+    snapshots = [part.state({})]                            # nothing written
+    write(4095, b"A")                                       # across two index chunks
+    snapshots.append(part.state({}))
+    write(4095, b"B")
+    write(10, b"b")
+    snapshots.append(part.state({}))
+    write(4095, b"C")
+    assert read(4095) == b"C" * 1024
+    for index, expected in [(1, b"A" * 1024), (0, original), (2, b"B" * 1024),
+                            (1, b"A" * 1024)]:
+        part.load(snapshots[index], {})
+        assert read(4095) == expected, index
+    # after going back, new writes leave the later snapshots as they were
+    part.load(snapshots[1], {})
+    write(4095, b"D")
+    write(10, b"d")
+    assert read(4095) == b"D" * 1024 and read(10) == b"d" * 1024
+    part.load(snapshots[2], {})
+    assert read(4095) == b"B" * 1024 and read(10) == b"b" * 1024
+    part.load(snapshots[0], {})
+    assert read(4095) == original and read(10) == content[10 * 512:12 * 512]
+    disk.close()
+    assert path.read_bytes() == content
+
+
 def test_disk_images_that_cannot_work_are_one_line_errors(tmp_path):
     odd = tmp_path / "odd.img"
     odd.write_bytes(bytes(100))

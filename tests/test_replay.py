@@ -141,8 +141,172 @@ def test_newer_format_and_non_traces_are_refused_in_one_line(tmp_path):
         read(garbage)
     bad_record = _write(tmp_path / "bad.trace", {"format": "dbgvm-trace", "version": 1},
                         {"t": "input", "vm": 0})
-    with pytest.raises(TraceError, match="malformed"):
+    with pytest.raises(TraceError, match=r"bad.trace:1: header: no 'kernel' field"):
         read(bad_record)
+
+
+def _rewrite(src: Path, dst: Path, change) -> Path:
+    """A copy of trace src whose records (header first) are change(records)."""
+    with gzip.open(src, "rt") as inp:
+        records = [json.loads(line) for line in inp]
+    with gzip.open(dst, "wt") as out:
+        for record in change(records):
+            out.write(record if isinstance(record, str) else json.dumps(record) + "\n")
+    return dst
+
+
+def _edit(match, **fields):
+    """change(): the first record for which match(record) holds gets ``fields``."""
+    def change(records: list) -> list:
+        at = next(i for i, r in enumerate(records) if match(r))
+        records[at] = {**records[at], **fields}
+        return records
+    return change
+
+
+def _header_edit(path: tuple, value):
+    def change(records: list) -> list:
+        target = records[0]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return records
+    return change
+
+
+def _is_end(vm: int = 0):
+    return lambda record: record.get("t") == "end" and record["vm"] == vm
+
+
+DAMAGED = {
+    "truncated": ("truncated", lambda raw: raw[:len(raw) // 2]),
+    "a byte flipped in the CRC": ("cannot read a dbgvm trace",
+                                  lambda raw: raw[:-8] + bytes([raw[-8] ^ 1]) + raw[-7:]),
+    "deep nesting": (r":2: JSON nested too deeply", lambda records: records[:1] + [
+        "[" * 100_000 + "]" * 100_000 + "\n"] + records[1:]),
+    "kernel data null": (":1: kernel: 'data' must be base64 text, not null",
+                         _header_edit(("kernel", "data"), None)),
+    "kernel not an object": (":1: header: 'kernel' must be an object, not 7",
+                             _header_edit(("kernel",), 7)),
+    "kernel encoding": (":1: kernel: 'encoding' must be \"zlib\", not \"gzip\"",
+                        _header_edit(("kernel", "encoding"), "gzip")),
+    "append not a string": (":1: header: 'append' must be a string, not 5",
+                            _header_edit(("append",), 5)),
+    "boot_decompressor not a bool": (":1: header: 'boot_decompressor' must be true or false",
+                                     _header_edit(("boot_decompressor",), 1)),
+    "rtc_start not an int": (":1: header: 'rtc_start' must be Unix seconds",
+                             _header_edit(("rtc_start",), "2026-01-01")),
+    "ram_mb huge": (":1: header: 'ram_mb' must be 2..", _header_edit(("ram_mb",), 10 ** 30)),
+    "more VMs than end records": ("no end record for vm1", _header_edit(("vms",), 2)),
+    "no end record": ("no end record for vm0",
+                      lambda records: [r for r in records if r.get("t") != "end"]),
+    "input data null": ("input record: 'data' must be base64 text, not null",
+                        _edit(lambda r: r.get("t") == "input", data=None)),
+    "input for another VM": ("input record: 'vm' must be a VM number \\(0..0\\), not 3",
+                             _edit(lambda r: r.get("t") == "input", vm=3)),
+    "end icount a string": ("end record: 'icount' must be an instruction count",
+                            _edit(_is_end(), icount="9")),
+    "an unknown end field": ("end record: unknown field 'extra'", _edit(_is_end(), extra=1)),
+    "a record after the end": ("a record for vm0 after its end record",
+                               lambda records: records + [records[1]]),
+    "an unknown header field": (":1: header: unknown field 'turbo'",
+                                _header_edit(("turbo",), True)),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_a_damaged_trace_is_refused_in_one_line_naming_what_is_wrong(damage, tmp_path,
+                                                                     recorded_traces):
+    expected, change = DAMAGED[damage]
+    src = recorded_traces["shell.trace"]
+    bad = tmp_path / "bad.trace"
+    if damage in ("truncated", "a byte flipped in the CRC"):
+        bad.write_bytes(change(src.read_bytes()))
+    else:
+        _rewrite(src, bad, change)
+    with pytest.raises(TraceError, match=expected.replace("(", r"\(").replace(")", r"\)")
+                       if "\\" not in expected else expected) as info:
+        read(bad)
+    assert "\n" not in str(info.value)
+
+
+def _verdict(path: Path, bound: float = 20.0) -> list:
+    """The differences run_and_verify finds, within ``bound`` seconds (else: a hang)."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("the replay did not end")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, bound)
+    try:
+        replay = Replay(read(path), lambda vm, data: None)
+        try:
+            return replay.run_and_verify()
+        finally:
+            replay.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+EDITED_ENDS = [
+    ("shell.trace", 0, "exit_status", lambda v: v + 1, "exit status"),
+    ("shell.trace", 0, "message", lambda v: v + " (edited)", "ended with poweroff"),
+    ("shell.trace", 0, "events", lambda v: v + 1, "events"),
+    ("shell.trace", 0, "reason", lambda v: "cut-off", "ended with cut-off"),
+    ("shell.trace", 0, "icount", lambda v: v + 1, "ended at icount"),
+    ("shell.trace", 0, "icount", lambda v: v - 1, "the replay ended"),    # before poweroff
+    ("shell.trace", 0, "time", lambda v: v + 1, "ended at icount"),
+    ("shell.trace", 0, "time", lambda v: v - 1, "the replay ended"),      # before poweroff
+    ("ping.trace", 1, "icount", lambda v: v + 1, "cannot be reached"),
+    ("ping.trace", 1, "icount", lambda v: v - 1, "the replay ended"),
+    ("ping.trace", 1, "time", lambda v: v * 1000, "cannot be reached"),
+    ("ping.trace", 1, "message", lambda v: "edited", "ended with cut-off"),
+    ("ping.trace", 1, "exit_status", lambda v: 3, "exit status 3"),
+]
+
+
+@pytest.mark.parametrize("name,vm,field,change,expected", EDITED_ENDS,
+                         ids=[f"{n}-vm{vm}-{f}-{i}" for i, (n, vm, f, _, _) in
+                              enumerate(EDITED_ENDS)])
+def test_an_edited_end_record_is_a_difference_and_the_replay_ends(name, vm, field, change,
+                                                                   expected, tmp_path,
+                                                                   recorded_traces):
+    def edit(records: list) -> list:
+        at = next(i for i, r in enumerate(records) if _is_end(vm)(r))
+        records[at] = {**records[at], field: change(records[at][field])}
+        return records
+    edited = _rewrite(recorded_traces[name], tmp_path / "edited.trace", edit)
+    problems = _verdict(edited)
+    assert problems, "an edited end record passed as identical"
+    text = " ".join(p if isinstance(p, str) else p.describe() for p in problems)
+    assert expected in text and f"vm{vm}" in text
+
+
+def test_an_input_recorded_at_another_icount_is_a_difference(tmp_path, recorded_traces):
+    def edit(records: list) -> list:
+        # the last input (a frame from the other VM): one instruction later than recorded
+        at = max(i for i, r in enumerate(records) if r.get("t") == "input")
+        assert records[at]["icount"] < records[at]["time"]
+        records[at] = {**records[at], "icount": records[at]["icount"] + 1}
+        return records
+    edited = _rewrite(recorded_traces["ping.trace"], tmp_path / "edited.trace", edit)
+    problems = _verdict(edited)
+    assert problems and "replay diverged at input" in problems[0]
+
+
+def test_an_edited_trace_through_the_cli_is_one_line_and_status_1(tmp_path, recorded_traces):
+    edited = _rewrite(recorded_traces["ping.trace"], tmp_path / "edited.trace",
+                      lambda records: _edit(_is_end(1), icount=_end(records, 1)["icount"] + 1)(
+                          records))
+    proc = dbgvm("replay", str(edited), "--batch", timeout=60)
+    assert proc.returncode == 1 and proc.stderr.count(b"\n") == 1, proc.stderr
+    assert b"vm1: the recorded run ended at icount" in proc.stderr
+    assert b"cannot be reached" in proc.stderr
+
+
+def _end(records: list, vm: int) -> dict:
+    return next(r for r in records if _is_end(vm)(r))
 
 
 def _rewrite_header(src: Path, dst: Path, change) -> Path:
@@ -396,3 +560,32 @@ def test_replay_script_goes_back_and_says_the_check_stops(tmp_path):
     assert out.count(f"<timer_handler>:  push eax   (icount {first})") == 2   # there and back
     assert out.rstrip().endswith("(icount 0)")
     assert b"no longer checked against the recording" in proc.stderr
+
+
+def test_going_back_takes_the_disk_overlay_back_too(recorded_traces):
+    # the guest writes "hello trace" to sector 3 of its copy-on-write disk
+    trace = read(recorded_traces["disk.trace"])
+    write = next(json.loads(e) for e in trace.events[0]
+                 if '"channel":"block"' in e and '"op":"WRITE"' in e)
+    replay = Replay(trace, lambda vm, data: None)
+    try:
+        machine = replay.domains.machines[0]
+        disk = replay.domains.domains[0].block
+        engine = ReverseEngine(machine, replay.end_icount(0), interval=20_000)
+
+        def sector3() -> bytes:
+            return disk.submit(2, (3).to_bytes(4, "little") + (1).to_bytes(4, "little") +
+                               bytes(512)).payload[8:]
+        original = sector3()
+        engine.run()
+        assert b"hello trace" in sector3() and len(engine.store.snapshots) > 3
+        engine.goto(write["icount"] - 1)
+        assert sector3() == original
+        engine.goto(write["icount"] + 1)
+        assert b"hello trace" in sector3()
+        engine.goto(0)
+        assert sector3() == original
+        engine.goto(replay.end_icount(0) - 1)
+        assert b"hello trace" in sector3()
+    finally:
+        replay.close()

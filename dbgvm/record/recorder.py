@@ -19,6 +19,9 @@ from ..core.machine import Machine, Stop
 from .trace import RecordedEnd, TraceWriter, decode, encode
 
 
+CUT_OFF_MESSAGE = "the run ended while this VM ran"     # the end of a VM that was cut off
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -78,7 +81,7 @@ class Recorder:
             stream = self._streams[vm]
             self._writer.end(RecordedEnd(
                 vm, machine.icount, machine.clock.now(), stop.reason.value if stop else "cut-off",
-                stop.message if stop else "the run ended while this VM ran",
+                stop.message if stop else CUT_OFF_MESSAGE,
                 stop.exit_status if stop else 0, state_digest(machine), stream.count,
                 stream.hexdigest()))
         self._writer.close()

@@ -23,9 +23,10 @@ from ..core.faults import StopReason
 from ..boot import Boot, prepare_boot
 from ..core.loader import Module
 from ..core.machine import Machine, Stop
-from ..domains import DomainConfig, Domains
-from .recorder import EventStream, entry_data, state_digest
-from .trace import Trace, TraceError, decode
+from ..domains import SLICE_SHARED, DomainConfig, Domains
+from ..core.inputs import Input
+from .recorder import CUT_OFF_MESSAGE, EventStream, entry_data, state_digest
+from .trace import RecordedInput, Trace, TraceError
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,39 @@ class Divergence:
 
 
 class Verifier:
-    """Compares one VM's events with the recorded ones as they happen."""
+    """Compares one VM's events, and the inputs as they take effect, with the recorded ones
+    as they happen."""
 
-    def __init__(self, vm: int, machine: Machine, recorded: list[str]) -> None:
+    def __init__(self, vm: int, machine: Machine, recorded: list[str],
+                 inputs: list[RecordedInput] | None = None) -> None:
         self.vm = vm
         self._machine = machine
         self._recorded = recorded
+        self.inputs = inputs or []
+        self.inputs_applied = 0
         self.stream = EventStream()
-        self.divergence: Divergence | None = None
+        self.divergence: Divergence | str | None = None
         self.enabled = True
-        self._unsubscribe = machine.events.subscribe(set(EventKind), self._on_event)
+        unsubscribe = machine.events.subscribe(set(EventKind), self._on_event)
+        unobserve = machine.inputs.observe(self._on_input)
+        self._unsubscribe = lambda: (unsubscribe(), unobserve())
+
+    def _on_input(self, applied: Input) -> None:
+        """A recorded input takes effect: at its recorded instruction count and time."""
+        if not self.enabled or self.divergence is not None:
+            return
+        index = self.inputs_applied
+        self.inputs_applied += 1
+        expected = self.inputs[index] if index < len(self.inputs) else None
+        if expected is None or (expected.icount, expected.time, expected.channel,
+                                expected.payload) != (applied.icount, applied.time,
+                                                      applied.channel, applied.payload):
+            recorded = "(none: the recording has no more)" if expected is None else \
+                f"{expected.channel} at icount {expected.icount}, time {expected.time}"
+            self.divergence = (f"vm{self.vm}: replay diverged at input {index}: recorded "
+                               f"{recorded}; replayed {applied.channel} at icount "
+                               f"{applied.icount}, time {applied.time}")
+            self._machine.stop_after_current(StopReason.REQUESTED, "the replay diverged")
 
     def _on_event(self, event: Event) -> None:
         if not self.enabled or self.divergence is not None:
@@ -99,9 +123,9 @@ def kernel_bytes(trace: Trace, given: str | None = None) -> bytes:
             data = entry_data(kernel)
         except (ValueError, zlib.error) as exc:
             raise TraceError(f"the kernel in the trace is damaged ({exc})") from None
-        if hashlib.sha256(data).hexdigest() != recorded:
-            raise TraceError("the kernel in the trace is damaged (its content hash differs "
-                             "from the recorded one)")
+        if hashlib.sha256(data).hexdigest() != recorded or len(data) != kernel["size"]:
+            raise TraceError("the kernel in the trace is damaged (its size or content hash "
+                             "differs from the recorded one)")
         return data
     # format 1: the trace names its kernel; find it here
     old = f"this trace (format version {trace.header.get('version')}) does not carry its kernel"
@@ -126,12 +150,24 @@ def kernel_bytes(trace: Trace, given: str | None = None) -> bytes:
     return data
 
 
+def embedded(entry: dict, what: str) -> bytes:
+    """The bytes a header entry embeds, checked against its recorded hash and size."""
+    try:
+        data = entry_data(entry)
+    except (ValueError, zlib.error) as exc:
+        raise TraceError(f"{what} in the trace is damaged ({exc})") from None
+    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise TraceError(f"{what} in the trace is damaged (its size or content hash differs "
+                         "from the recorded one)")
+    return data
+
+
 def build_boot(trace: Trace, kernel: bytes) -> Boot:
     """The boot of the recorded run (image and board): the kernel keeps its recorded name (the
     first word of a Multiboot command line), wherever its bytes come from."""
     header = trace.header
-    modules = tuple(Module(entry["path"], decode(entry["data"]), entry["spec"])
-                    for entry in header.get("initrd", []))
+    modules = tuple(Module(entry["path"], embedded(entry, f"initrd module {entry['path']}"),
+                           entry["spec"]) for entry in header.get("initrd", []))
     return prepare_boot(header["kernel"]["path"], header.get("append", ""), modules,
                         header["ram_mb"], header.get("boot_decompressor", False), data=kernel)
 
@@ -150,7 +186,7 @@ class Replay:
         disk = None
         if header.get("disk") is not None:
             self._disk_file = tempfile.NamedTemporaryFile(prefix="dbgvm-replay-", suffix=".img")
-            self._disk_file.write(decode(header["disk"]["data"]))
+            self._disk_file.write(embedded(header["disk"], "the disk image"))
             self._disk_file.flush()
             disk = self._disk_file.name
         try:
@@ -163,13 +199,12 @@ class Replay:
         except BaseException:
             self.close()
             raise
-        for recorded in trace.inputs:
-            if not 0 <= recorded.vm < len(self.domains.machines):
-                raise TraceError(f"input for vm{recorded.vm}, but the trace has "
-                                 f"{header['vms']} VMs")
+        inputs: dict[int, list[RecordedInput]] = {}
+        for recorded in trace.inputs:          # (trace.read checked VM numbers and order)
             self.domains.machines[recorded.vm].inputs.schedule(recorded.time, recorded.channel,
                                                                recorded.payload)
-        self.verifiers = [Verifier(vm, m, trace.events.get(vm, []))
+            inputs.setdefault(recorded.vm, []).append(recorded)
+        self.verifiers = [Verifier(vm, m, trace.events.get(vm, []), inputs.get(vm, []))
                           for vm, m in enumerate(self.domains.machines)]
 
     def close(self) -> None:
@@ -183,7 +218,7 @@ class Replay:
 
     def verify_vm(self, vm: int, stop: Stop) -> Divergence | str | None:
         """After VM ``vm`` ran to its recorded end: None when it is the same run, else what
-        differs."""
+        differs (one line, or a Divergence). Every field of the end record is compared."""
         verifier = self.verifiers[vm]
         if verifier.divergence is not None:
             return verifier.divergence
@@ -193,9 +228,29 @@ class Replay:
                               recorded[verifier.stream.count], None)
         end = self.trace.ends[vm]
         machine = self.domains.machines[vm]
-        if end.reason != "cut-off" and stop.reason.value != end.reason:
-            return (f"vm{vm}: the recorded run ended with {end.reason} ({end.message}), the "
-                    f"replay with {stop.reason.value} ({stop.message})")
+        if end.reason == "cut-off":
+            replayed = ("cut-off", CUT_OFF_MESSAGE, 0) if stop.reason in _PAUSES else \
+                (stop.reason.value, stop.message, stop.exit_status)
+        else:
+            replayed = (stop.reason.value, stop.message, stop.exit_status)
+        if replayed != (end.reason, end.message, end.exit_status):
+            return (f"vm{vm}: the recorded run ended with {end.reason} ({end.message}, exit "
+                    f"status {end.exit_status}), the replay with {replayed[0]} ({replayed[1]}, "
+                    f"exit status {replayed[2]})")
+        now = (machine.icount, machine.clock.now())
+        if now != (end.icount, end.time):
+            unreachable = now[0] < end.icount or now[1] < end.time
+            return (f"vm{vm}: the recorded run ended at icount {end.icount}, time {end.time}; "
+                    f"the replay at icount {now[0]}, time {now[1]}"
+                    + (" (the recorded end cannot be reached)" if unreachable else ""))
+        if verifier.inputs_applied != len(verifier.inputs):
+            first = verifier.inputs[verifier.inputs_applied]
+            return (f"vm{vm}: {len(verifier.inputs) - verifier.inputs_applied} recorded inputs "
+                    f"never took effect in the replay (the first: {first.channel} at icount "
+                    f"{first.icount}, time {first.time})")
+        if verifier.stream.count != end.events:
+            return (f"vm{vm}: the recorded run had {end.events} events, the replay "
+                    f"{verifier.stream.count}")
         if verifier.stream.hexdigest() != end.events_sha256:
             return f"vm{vm}: the event stream differs from the recorded one"
         if state_digest(machine) != end.state_digest:
@@ -203,24 +258,38 @@ class Replay:
         return None
 
     def run_and_verify(self) -> list[Divergence | str]:
-        """Replay every VM to its recorded end; the differences found (none: the same run)."""
+        """Replay every VM to its recorded end; the differences found (none: the same run).
+        Each run is bounded by its recorded end; a VM other than 0 also by the end of the
+        run (VM 0's end in the replay, plus one time slice): VMs run in lockstep, so a VM
+        cut off when VM 0 ended cannot be further on."""
         problems: list[Divergence | str] = []
+        run_end: int | None = None
         for vm, machine in enumerate(self.domains.machines):
             end = self.trace.ends[vm]
-            stop = _run_to(machine, end.icount, end.time)
+            time = end.time if run_end is None else min(end.time, run_end + SLICE_SHARED)
+            stop = _run_to(machine, end.icount, time)
+            if vm == 0:
+                run_end = machine.clock.now()
             problem = self.verify_vm(vm, stop)
             if problem is not None:
                 problems.append(problem)
         return problems
 
 
+_PAUSES = (StopReason.MAX_INSNS, StopReason.TIME_SLICE)
+
+
 def _run_to(machine: Machine, icount: int, time: int) -> Stop:
     """Run to the recorded end: a stop there (poweroff, debug exit), or the instruction count
     and virtual time at which the recording cut this VM off (an idle VM's clock runs on
-    without instructions: both bound the run)."""
+    without instructions: both bound the run). Never past either: when one is reached and
+    the other cannot be without passing it (a run that makes no progress), the run ends
+    there (verify_vm then reports the end that cannot be reached)."""
     while True:
-        left = icount - machine.icount
-        stop = machine.run(max(left, 0), until_time=time)
-        if stop.reason not in (StopReason.MAX_INSNS, StopReason.TIME_SLICE) or \
-                machine.icount >= icount and machine.clock.now() >= time:
+        before = (machine.icount, machine.clock.now())
+        stop = machine.run(max(icount - machine.icount, 0), until_time=time)
+        if stop.reason not in _PAUSES:
+            return stop
+        now = (machine.icount, machine.clock.now())
+        if now[0] >= icount and now[1] >= time or now == before:
             return stop
