@@ -367,15 +367,24 @@ def _locate_env(uc: Uc, counter_in_engine: int, env_in_context: int) -> tuple[in
         for k, env in enumerate(struct.unpack("<512Q", ctypes.string_at(cpu, 4096))):
             if cpu < env < cpu + (1 << 20) and readable(env, len(blob)) and \
                     ctypes.string_at(env, len(blob)) == blob:
-                found.append((8 * i, 8 * k))
+                found.append((8 * i, 8 * k, env))
     # Copies of the state (the context just saved, ``blob`` itself) match too: the live
-    # state is the one that follows a register write.
+    # state is the one that follows a register write (regs[R_EAX] comes first in it), and
+    # the chain must still lead there when read again (a candidate whose pointers moved or
+    # read as NULL is not it).
     saved = uc.reg_read(UC_X86_REG_EAX)
     uc.reg_write(UC_X86_REG_EAX, _EIP_MARKER)
-    live = [(cpu_in_engine, env_ptr_in_cpu) for cpu_in_engine, env_ptr_in_cpu in found
-            if ctypes.c_uint32.from_address(live_env(uc, Layout(
-                0, counter_in_engine, env_in_context, cpu_in_engine, env_ptr_in_cpu))).value
-            == _EIP_MARKER]    # regs[R_EAX] comes first
+    live = []
+    for cpu_in_engine, env_ptr_in_cpu, env in found:
+        if ctypes.c_uint32.from_address(env).value != _EIP_MARKER:
+            continue
+        try:
+            again = live_env(uc, Layout(0, counter_in_engine, env_in_context, cpu_in_engine,
+                                        env_ptr_in_cpu))
+        except (TypeError, ValueError):
+            continue
+        if again == env:
+            live.append((cpu_in_engine, env_ptr_in_cpu))
     uc.reg_write(UC_X86_REG_EAX, saved)
     del ctx
     if len(live) != 1:
