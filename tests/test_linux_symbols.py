@@ -119,6 +119,10 @@ def test_the_debian_kernel_s_symbols_are_recovered_quickly_and_cached(linux_kern
         image = load_linux(linux_kernel.kernel, 128 << 20, "console=ttyS0",
                            boot_decompressor=decompressor).image
         assert image.symbols == by_name
+    # a stripped vmlinux (this one: no .symtab) is read the same way
+    stripped = tmp_path / "vmlinux"
+    stripped.write_bytes(vmlinux)
+    assert load_linux(stripped, 128 << 20).image.symbols == by_name
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +135,6 @@ def guest(linux_kernel):
                            interrupted=interrupted)
     monitor = Monitor(run=run, machines=domains.machines, console_input=domains.console_input)
     vm.monitor = monitor
-    vm.transcript = {}
     yield vm
     vm.close()
 
@@ -161,7 +164,6 @@ def test_break_on_do_sys_openat2_stops_when_init_opens_a_file(guest):
     ret = struct.unpack("<I", guest.machine.debug.read_virtual(esp, 4))[0]
     assert re.search(rf"{ret:#010x} <[\w.]+\+0x[0-9a-f]+>",
                      mon.run(f"disas {ret:#x} 1")), ret
-    guest.transcript["break"] = out + regs
     mon.run("delete 2")
 
 
@@ -170,9 +172,7 @@ def test_disas_schedule_disassembles_schedule(guest):
     lines = guest.monitor.run("disas schedule 4").splitlines()
     assert len(lines) == 4
     assert lines[0].startswith(f"   {address:#010x} <schedule>:  ")
-    assert all(f" <schedule+0x" in line for line in lines[1:])
-    # the bytes disassembled are the kernel's: those of the vmlinux at that address
-    guest.transcript["disas"] = "\n".join(lines)
+    assert all(" <schedule+0x" in line for line in lines[1:])
 
 
 def test_the_running_kernel_s_proc_kallsyms_agrees(guest, linux_kernel):

@@ -41,7 +41,6 @@ from elftools.elf.elffile import ELFFile
 
 DIGIT_TOKENS = b"".join(bytes([c]) + b"\0" for c in b"0123456789")
 ALIGN = 4                    # scripts/kallsyms.c's ALGN on a 32-bit kernel
-TEXT_TYPES = frozenset("tTwW")
 CACHE_VERSION = "kallsyms-1"
 MAX_SYMBOLS = 1 << 20       # far more than any kernel has (Debian's 686: ~45,000)
 
@@ -275,12 +274,10 @@ def _store(path: Path, symbols: Iterable[KernelSymbol]) -> None:
         pass
 
 
-def symbol_map(symbols: Iterable[KernelSymbol], types: frozenset[str] | None = None
-               ) -> dict[str, int]:
-    """name -> address, the first (lowest) address of a name that several static symbols
-    share; only the given types when ``types`` is set."""
+def symbol_map(symbols: Iterable[KernelSymbol]) -> dict[str, int]:
+    """name -> address; of a name that several static functions share, the first (lowest)
+    address."""
     out: dict[str, int] = {}
     for sym in symbols:
-        if types is None or sym.type in types:
-            out.setdefault(sym.name, sym.address)
+        out.setdefault(sym.name, sym.address)
     return out
