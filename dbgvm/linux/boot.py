@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,7 @@ from ..core.loader import BIOS_RESERVED_TOP, MULTIBOOT_SEARCH, BootImage, Chunk,
 from ..core.loader import has_multiboot_header
 from .bzimage import LOADED_HIGH, PREF_ADDRESS_VERSION, SETUP_HEADER_OFFSET, is_bzimage
 from .bzimage import parse_setup_header, unpack
+from .kallsyms import KallsymsError, kernel_symbols, symbol_map
 
 # Low memory, below 640 KiB and clear of the kernel (1 MiB and up): where QEMU's Linux loader
 # puts the real-mode part and the command line.
@@ -132,8 +134,13 @@ def load_linux(path: str | Path, ram_size: int, cmdline: str = "",
                     raise LoadError(f"{name}: a vmlinux has no decompressor to run (that "
                                     f"needs a bzImage)")
                 f.seek(0)
+                chunks, entry, span, symbols = _elf_image(f, name, ram_size, True)
+                if not symbols:         # stripped: the kernel's own table then
+                    f.seek(0)
+                    whole = f.read()
+                    symbols = _kallsyms(whole, lambda: whole)
                 return _finish(name, ram_size, cmdline, initrd, initrd_name,
-                               _vmlinux_header(), *_elf_image(f, name, ram_size, True),
+                               _vmlinux_header(), chunks, entry, span, symbols,
                                kind="vmlinux", release="", decompressor=False)
             else:
                 raise LoadError(f"{name}: neither a bzImage nor an ELF vmlinux")
@@ -148,8 +155,10 @@ def load_linux(path: str | Path, ram_size: int, cmdline: str = "",
         start = header.code32_start
         end = max(start + len(code), header.pref_address + header.init_size)
         chunks = (Chunk(start, code, len(code)),)
+        # with nokaslr the decompressor puts the kernel at its link address: same symbols
+        symbols = _kallsyms(raw, lambda: unpack(raw, header, name)[1])
         return _finish(name, ram_size, cmdline, initrd, initrd_name, header.raw, chunks,
-                       start, (start, end), {}, kind="bzImage, own decompressor",
+                       start, (start, end), symbols, kind="bzImage, own decompressor",
                        release=header.release, decompressor=True)
     method, vmlinux = unpack(raw, header, name)
     chunks, entry, span, _ = _elf_image(io.BytesIO(vmlinux), f"{name} (vmlinux)", ram_size,
@@ -157,8 +166,19 @@ def load_linux(path: str | Path, ram_size: int, cmdline: str = "",
     # the decompressor would use init_size from the load address: keep it free too
     span = (span[0], max(span[1], span[0] + header.init_size))
     return _finish(name, ram_size, cmdline, initrd, initrd_name, header.raw, chunks, entry,
-                   span, {}, kind=f"bzImage, {method} vmlinux", release=header.release,
+                   span, _kallsyms(raw, lambda: vmlinux), kind=f"bzImage, {method} vmlinux",
+                   release=header.release,
                    decompressor=False)
+
+
+def _kallsyms(kernel: bytes, vmlinux: Callable[[], bytes]) -> dict[str, int]:
+    """The kernel's own symbol table (name -> address), cached by the kernel's SHA-256; empty
+    for a kernel without kallsyms or one whose vmlinux does not unpack (a boot of the
+    decompressor may still be wanted then)."""
+    try:
+        return symbol_map(kernel_symbols(kernel, vmlinux))
+    except (KallsymsError, LoadError):
+        return {}
 
 
 def _vmlinux_header() -> bytes:
