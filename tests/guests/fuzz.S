@@ -34,11 +34,7 @@
         .globl _start
 _start:
         mov $stack_top, %esp
-        mov 16(%ebx), %esi              # cmdline
-1:      lodsb
-        test %al, %al
-        jnz 1b
-        movb -2(%esi), %al
+        mode_char
         mov %al, mode
         call setup_tables
         mov $0, %ecx                    # every vector: a stub pushing its number

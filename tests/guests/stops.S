@@ -7,11 +7,7 @@
         .globl _start
 _start:
         mov $stack_top, %esp
-        mov 16(%ebx), %esi              # cmdline
-1:      lodsb
-        test %al, %al
-        jnz 1b
-        movb -2(%esi), %al
+        mode_char
         cmp $'h', %al
         je halt_forever
         cmp $'t', %al
