@@ -34,6 +34,7 @@ from .record.trace import MAX_VMS, TraceError
 from .record.trace import read as read_trace
 
 if TYPE_CHECKING:
+    from .gdbstub.hostio import ServedFile
     from .repl.commands import Monitor
 
 USAGE_ERROR = 2
@@ -94,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="serve gdb on PORT (loopback unless HOST is named)")
     run.add_argument("-S", dest="paused", action="store_true",
                      help="do not start the guest: wait for gdb to continue it")
+    run.add_argument("--symbols", metavar="FILE",
+                     help="the symbol file the gdb stub serves (gdb needs no file argument: "
+                     "it loads it through the stub), e.g. a vmlinux with debug information "
+                     "from Debian's linux-image-*-dbg; default: the kernel ELF, or for a "
+                     "bzImage an ELF of the kernel's own symbols (kallsyms)")
     run.add_argument("--gdb-transcript", metavar="FILE",
                      help="record every packet exchanged with gdb, as JSON Lines (tests)")
     run.add_argument("--record", metavar="FILE", help="record the run to FILE (inputs, "
@@ -117,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("-s", dest="gdb_default", action="store_true",
                         help="serve gdb on 127.0.0.1:1234 (reverse execution included)")
     replay.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb on PORT")
+    replay.add_argument("--symbols", metavar="FILE",
+                        help="the symbol file the gdb stub serves (default: the trace's kernel, "
+                        "or for a bzImage an ELF of its kallsyms)")
     replay.add_argument("-S", dest="paused", action="store_true",
                         help="(accepted for symmetry: a replay served to gdb starts paused)")
     replay.add_argument("--snapshot-every", type=int, default=DEFAULT_INTERVAL, metavar="N",
@@ -180,25 +189,53 @@ def _kernel(args: argparse.Namespace) -> str:
     return str(bundled_kernel())
 
 
-def gdb_command_line(kernel: str | None, host: str, port: int, bundled: bool) -> str:
-    """The gdb command that attaches to this stub with the kernel's symbols (and, for the
-    bundled guest, its sources in this checkout: its debug information names them
+def gdb_command_line(host: str, port: int, bundled: bool) -> str:
+    """The gdb command that attaches to this stub. It names no file: the stub serves the
+    guest's executable or symbol file (qXfer:exec-file and vFile, docs/gdb.md). For the
+    bundled guest it maps its sources to this checkout (its debug information names them
     /dbgvm-guest-src, the same from every checkout)."""
     import shlex
 
     from .guest.build import gdb_source_map
-    from .linux.bzimage import is_bzimage
-    try:
-        with open(kernel or "", "rb") as f:
-            if is_bzimage(f.read(0x300)):
-                kernel = None       # gdb cannot read a bzImage: no symbol file to give it
-    except OSError:
-        pass
-    argv = ["gdb"] + ([kernel] if kernel else [])
-    if bundled and kernel:
+    argv = ["gdb"]
+    if bundled:
         argv += ["-ex", gdb_source_map()]
     argv += ["-ex", f"target remote {host}:{port}"]
     return shlex.join(argv)
+
+
+def served_symbols(kernel: str | None, symbols: str | None) -> ServedFile | None:
+    """The file the gdb stub serves: ``symbols`` (--symbols) when given; for a Linux kernel
+    the vmlinux itself when it has a .symtab, else the ELF dbgvm writes from its kallsyms
+    (dbgvm/linux/symbol_elf.py); any other kernel ELF itself. None when there is nothing
+    to serve. OSError / ValueError for a --symbols file that cannot be served."""
+    from .gdbstub.hostio import ServedFile
+    from .linux.boot import is_linux_kernel
+    from .linux.symbol_elf import symbol_file
+    if symbols is not None:
+        with open(symbols, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                raise ValueError(f"{symbols}: not an ELF file")
+        return ServedFile(symbols)
+    if kernel is None:
+        return None
+    path = symbol_file(kernel) if is_linux_kernel(kernel) else Path(kernel)
+    if path is None:
+        return None
+    try:
+        return ServedFile(path)
+    except OSError:
+        return None
+
+
+def _announce(served: ServedFile | None, host: str, port: int, bundled: bool,
+              err: TextIO) -> None:
+    print(f"dbgvm: attach with: {gdb_command_line(host, port, bundled)}", file=err)
+    if served is not None:
+        print(f"dbgvm: gdb gets its symbols from the stub: {served.path}", file=err)
+    else:
+        print("dbgvm: no symbol file to serve to gdb (give one with --symbols FILE)",
+              file=err)
 
 
 def guest_path_command(args: argparse.Namespace, err: TextIO) -> int:
@@ -237,6 +274,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--disk-writable needs --disk FILE"
     if args.kernel is not None and args.kernel_option is not None:
         return "give the kernel once: KERNEL or -kernel KERNEL"
+    if args.symbols is not None and not (args.gdb or args.gdb_default):
+        return "--symbols is the file gdb gets from the stub: it needs -s or --gdb"
     return None
 
 
@@ -429,9 +468,18 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
 
     machine = domains.machines[0]
     try:
+        served = served_symbols(kernel, args.symbols)
+    except OSError as exc:
+        print(f"dbgvm: --symbols: {exc.filename}: {exc.strerror}", file=err)
+        return USAGE_ERROR
+    except ValueError as exc:
+        print(f"dbgvm: --symbols: {exc}", file=err)
+        return USAGE_ERROR
+    try:
         address = parse_address(args.gdb or "1234")
         server = GdbServer(machine, address, monitor=_monitor(domains).run,
-                           log=lambda text: print(text, file=err), run=domains.run)
+                           log=lambda text: print(text, file=err), run=domains.run,
+                           exec_file=served)
     except (ValueError, OSError) as exc:
         print(f"dbgvm: --gdb: {exc}", file=err)
         return USAGE_ERROR
@@ -439,9 +487,7 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
         server.transcript = Transcript(args.gdb_transcript)
     host, port = server.address
     print(f"dbgvm: waiting for gdb on {host}:{port}", file=err)
-    print("dbgvm: attach with: "
-          f"{gdb_command_line(str(Path(kernel).resolve()), host, port, args.kernel is None)}",
-          file=err)
+    _announce(served, host, port, args.kernel is None and args.kernel_option is None, err)
     if not args.paused:
         import select
 
@@ -502,21 +548,27 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
     if args.gdb or args.gdb_default:
         from .gdbstub.server import GdbServer, parse_address
         try:
+            kernel = str(Path(args.kernel or _replay_kernel_file(replay)).resolve())
+        except OSError:
+            kernel = None           # no symbols then: the cache cannot be written
+        try:
+            served = served_symbols(kernel, args.symbols)
+        except OSError as exc:
+            print(f"dbgvm: --symbols: {exc.filename}: {exc.strerror}", file=err)
+            return USAGE_ERROR
+        except ValueError as exc:
+            print(f"dbgvm: --symbols: {exc}", file=err)
+            return USAGE_ERROR
+        try:
             server = GdbServer(machine, parse_address(args.gdb or "1234"), monitor=monitor.run,
                                log=lambda text: print(text, file=err), run=engine.run,
-                               reverse=engine)
+                               reverse=engine, exec_file=served)
         except (ValueError, OSError) as exc:
             print(f"dbgvm: --gdb: {exc}", file=err)
             return USAGE_ERROR
         host, port = server.address
-        try:
-            kernel = str(Path(args.kernel or _replay_kernel_file(replay)).resolve())
-        except OSError:
-            kernel = None           # no symbols then: the cache cannot be written
-        attach = gdb_command_line(kernel, host, port,
-                                  bool(replay.trace.header["kernel"].get("bundled")))
         print(f"dbgvm: replaying {args.file}; waiting for gdb on {host}:{port}", file=err)
-        print(f"dbgvm: attach with: {attach}", file=err)
+        _announce(served, host, port, bool(replay.trace.header["kernel"].get("bundled")), err)
         server.serve()
         return 0
     if args.batch:

@@ -66,13 +66,19 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20) -> No
 class Gdb:
     """A gdb/MI session. ``console`` runs a CLI command and returns what gdb printed."""
 
-    def __init__(self, kernel: Path, port: int) -> None:
+    def __init__(self, kernel: Path | None, port: int, *, setup: tuple[str, ...] = (),
+                 connect_timeout: float = 20) -> None:
+        """``kernel`` None: gdb gets no file and loads the one the stub serves."""
         self.mi = GdbController(command=["gdb", "--nx", "--quiet", "--interpreter=mi3",
-                                         str(kernel)], time_to_check_for_additional_output_sec=0.05)
+                                         *([str(kernel)] if kernel is not None else [])],
+                                time_to_check_for_additional_output_sec=0.05)
         self.console("set pagination off")
         self.console("set confirm off")
         self.console("set mi-async on")       # so that -exec-interrupt works while running
-        self.console(f"target remote 127.0.0.1:{port}")
+        for command in setup:
+            self.console(command)
+        self.connected = self.console(f"target remote 127.0.0.1:{port}",
+                                      timeout=connect_timeout)
 
     def _collect(self, responses: list[dict], until: set[str], timeout: float) -> list[dict]:
         deadline = time.monotonic() + timeout

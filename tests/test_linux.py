@@ -364,11 +364,14 @@ def test_fetch_command_prints_paths(linux_kernel):
     assert proc.stdout == f"{linux_kernel.kernel}\n{linux_kernel.initrd}\n"
 
 
-def test_gdb_is_not_told_to_read_a_bzimage(kernel, tmp_path):
-    from dbgvm.cli import gdb_command_line
-    assert gdb_command_line(str(kernel), "127.0.0.1", 1234, False) == \
+def test_gdb_is_told_no_file_the_stub_serves_one(kernel, tmp_path):
+    from dbgvm.cli import gdb_command_line, served_symbols
+    assert gdb_command_line("127.0.0.1", 1234, False) == \
         "gdb -ex 'target remote 127.0.0.1:1234'"
     vmlinux = tmp_path / "vmlinux"
     vmlinux.write_bytes(tiny_vmlinux())
-    assert gdb_command_line(str(vmlinux), "127.0.0.1", 1234, False) == \
-        f"gdb {vmlinux} -ex 'target remote 127.0.0.1:1234'"
+    # a tiny kernel without kallsyms: nothing to serve for the bzImage; the vmlinux, an ELF,
+    # is served itself
+    assert served_symbols(str(kernel), None) is None
+    served = served_symbols(str(vmlinux), None)
+    assert served is not None and served.path == str(vmlinux.resolve())

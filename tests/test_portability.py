@@ -76,9 +76,10 @@ def test_gdb_given_the_printed_command_lists_the_sources_of_the_checkout_in_use(
         assert said.startswith("dbgvm: attach with: gdb ")
         command = said.removeprefix("dbgvm: attach with: ").strip()
         assert command == shlex.join([
-            "gdb", kernel, "-ex",
+            "gdb", "-ex",
             f"set substitute-path /dbgvm-guest-src {tree / 'dbgvm' / 'guest' / 'src'}",
-            "-ex", f"target remote 127.0.0.1:{port}"]), said
+            "-ex", f"target remote 127.0.0.1:{port}"]), said      # no file: the stub serves it
+        assert stub.stderr.readline() == f"dbgvm: gdb gets its symbols from the stub: {kernel}\n"
         gdb = subprocess.run([*shlex.split(command), "-nx", "-batch", "-ex",
                               "list shell.c:1,1", "-ex", "info source", "-ex", "kill"],
                              capture_output=True, text=True, timeout=60)
@@ -120,13 +121,15 @@ def test_a_replay_served_to_gdb_prints_the_command_with_the_traces_kernel(tmp_pa
         wait_listening(port, stub)
         assert stub.stderr.readline().startswith("dbgvm: replaying ")
         argv = shlex.split(stub.stderr.readline().removeprefix("dbgvm: attach with: "))
+        served = stub.stderr.readline()
     finally:
         stub.kill()
         stub.wait()
     from dbgvm.record.trace import read
-    kernel = Path(argv[1])            # the trace's kernel, written to this cache for gdb
+    # the trace's kernel, written to this cache, is what the stub serves to gdb
+    kernel = Path(served.removeprefix("dbgvm: gdb gets its symbols from the stub: ").strip())
     assert kernel.is_relative_to(tmp_path / "cache-two")
     assert hashlib.sha256(kernel.read_bytes()).hexdigest() == \
         read(trace).header["kernel"]["sha256"]
-    assert argv == ["gdb", str(kernel), "-ex", guest_build.gdb_source_map(), "-ex",
+    assert argv == ["gdb", "-ex", guest_build.gdb_source_map(), "-ex",
                     f"target remote 127.0.0.1:{port}"]

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from ..core.machine import Machine
 from . import rsp
+from .hostio import ServedFile
 from .session import MonitorCommand, Reverse, Runner, Session
 
 REFUSAL = b"E.dbgvm: another debugger is already attached"
@@ -142,8 +143,10 @@ class GdbServer:
     def __init__(self, machine: Machine, address: tuple[str, int], *,
                  monitor: MonitorCommand | None = None,
                  log: Callable[[str], None] = lambda text: None,
-                 run: Runner | None = None, reverse: Reverse | None = None) -> None:
+                 run: Runner | None = None, reverse: Reverse | None = None,
+                 exec_file: ServedFile | None = None) -> None:
         self.machine = machine
+        self.exec_file = exec_file      # served to gdb (qXfer:exec-file, vFile)
         self._run = run
         self._reverse = reverse
         self._monitor = monitor
@@ -169,7 +172,7 @@ class GdbServer:
             conn = Connection(sock)
             conn.transcript = self.transcript
             session = Session(self.machine, monitor=self._monitor, run=self._run,
-                              reverse=self._reverse)
+                              reverse=self._reverse, exec_file=self.exec_file)
             if last_stop is not None:
                 session.last_stop = last_stop
             self.listener.settimeout(None)

@@ -18,6 +18,7 @@ from ..core.debug import DebugError, WatchKind
 from ..core.faults import StopReason
 from ..core.guest_registers import RegisterError, read_register, write_register
 from ..core.machine import Machine, Stop
+from .hostio import HostIO, ServedFile
 from .params import Command, PacketError, unhex
 from .target_description import REGISTERS, target_xml
 
@@ -61,11 +62,13 @@ class Reverse(Protocol):
 
 class Session:
     """Answers packets for one connected gdb. ``wait_for_interrupt`` is polled while the
-    guest runs and returns True when gdb sent Ctrl-C; ``monitor`` runs a monitor command."""
+    guest runs and returns True when gdb sent Ctrl-C; ``monitor`` runs a monitor command;
+    ``exec_file`` is the guest's executable (or symbol file) gdb may load (hostio.py)."""
 
     def __init__(self, machine: Machine, *, monitor: MonitorCommand | None = None,
                  console: Callable[[str], None] | None = None,
-                 run: Runner | None = None, reverse: Reverse | None = None) -> None:
+                 run: Runner | None = None, reverse: Reverse | None = None,
+                 exec_file: ServedFile | None = None) -> None:
         self.m = machine
         self._run: Runner = run or machine.run    # several VMs run side by side: theirs
         self._reverse = reverse                   # a replay: execution can go backwards
@@ -86,6 +89,10 @@ class Session:
                             "vCont": Command("*", self._vcont)}),
                 Capability([], {"qRcmd": Command("x", self._rcmd)}),
                 Capability([f"PacketSize={0x4000:x}"])]
+        self._hostio = HostIO(exec_file) if exec_file is not None else None
+        if self._hostio is not None:
+            caps.append(Capability(["qXfer:exec-file:read+"],
+                                   {"vFile": Command("*", self._hostio.vfile)}))
         if reverse is not None:
             caps.append(Capability(["ReverseStep+", "ReverseContinue+"],
                                    {"b": Command("*", self._backwards)}))
@@ -155,11 +162,16 @@ class Session:
 
     def _xfer(self, what: bytes, operation: bytes, annex: bytes, offset: int,
               length: int) -> bytes:
-        if (what, operation) != (b"features", b"read"):
+        if operation != b"read":
             return b""
-        if annex != b"target.xml":
-            return b"E00"
-        data = target_xml().encode()
+        if what == b"features":
+            if annex != b"target.xml":
+                return b"E00"
+            data = target_xml().encode()
+        elif what == b"exec-file" and self._hostio is not None:
+            data = self._hostio.exec_file(annex)
+        else:
+            return b""
         chunk = data[offset:offset + length]
         return (b"l" if offset + length >= len(data) else b"m") + chunk
 
