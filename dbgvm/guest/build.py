@@ -77,6 +77,9 @@ def cache_key() -> str:
         digest.update(_tool_version(tool).encode() + b"\0")
     for flags in (CFLAGS, ASFLAGS, LDFLAGS):
         digest.update(" ".join(flags).encode() + b"\0")
+    # the prefix the debug information names the sources by is part of the build too (a
+    # cache built without it named one checkout's absolute path)
+    digest.update(SOURCE_PREFIX.encode() + b"\0")
     for path in sources():
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
