@@ -173,3 +173,45 @@ def test_batch_script_error_is_one_line_with_a_caret_and_status_1(tmp_path):
     assert lines[error].startswith(f"{script}:2: ")
     assert lines[error + 1].strip() == "^"
     assert proc.stdout.count("vm 0 of 1") == 1          # the third command did not run
+
+
+# -- issue 15, item 6: output errors are one line, never a traceback -----------------------
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("option, status", [
+    ("--trace-out", 1),          # fails while the guest runs (or when the run closes it)
+    ("--record", 1),
+    ("--pcap", 2),               # its header fails before the guest starts
+])
+def test_unwritable_outputs_give_one_line_naming_the_file(option, status):
+    proc = dbgvm("run", str(build("basics")), "--batch", option, "/dev/full")
+    assert "Traceback" not in proc.stderr
+    assert "monitor-error" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines == [f"dbgvm: {option}: cannot write /dev/full: No space left on device"]
+    assert proc.returncode == status
+
+
+def test_ctrl_c_ends_a_recording_that_replays_verified(tmp_path):
+    import signal
+    import time
+    trace = tmp_path / "run.trace"
+    # stdin stays open: the bundled guest runs, then waits at its prompt for input
+    proc = subprocess.Popen([sys.executable, "-m", "dbgvm", "run", "--batch", "--record",
+                             str(trace)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not trace.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip() == "dbgvm: interrupted (Ctrl-C)"
+    replay = dbgvm("replay", "--batch", str(trace))
+    assert replay.returncode == 0, replay.stderr
+    assert "replay identical to the recording" in replay.stderr
