@@ -28,7 +28,7 @@ from .core.events import Event, EventKind, parse_kinds
 from .core.faults import StopReason
 from .boot import prepare_boot
 from .core.loader import LoadError, Module
-from .core.machine import DEFAULT_RAM_MB, Stop
+from .core.machine import DEFAULT_RAM_MB, MAX_RAM_MB, Stop
 from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
 from .hal.block import DiskError
@@ -50,6 +50,7 @@ _QUIET_STOPS = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF})
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbgvm", description="A debugger-oriented x86 VM.")
+    parser.add_argument("--version", action="version", version=f"dbgvm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="boot a 32-bit ELF (Multiboot v1) kernel, or the bundled "
                          "guest", description="Boot KERNEL (default: the bundled guest kernel) "
@@ -100,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gdb", metavar="[HOST:]PORT",
                      help="serve gdb on PORT (loopback unless HOST is named)")
     run.add_argument("-S", dest="paused", action="store_true",
-                     help="do not start the guest: wait for gdb to continue it")
+                     help="with -s or --gdb: do not start the guest, wait for gdb to continue it")
     run.add_argument("--gdb-transcript", metavar="FILE",
                      help="record every packet exchanged with gdb, as JSON Lines (tests)")
     run.add_argument("--record", metavar="FILE", help="record the run to FILE (inputs, "
@@ -131,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_INTERVAL})")
     linux_cli.add_parser(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("dbgvm")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _modules(specs: list[str]) -> tuple[Module, ...]:
@@ -244,6 +253,24 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--disk-writable needs --disk FILE"
     if args.kernel is not None and args.kernel_option is not None:
         return "give the kernel once: KERNEL or -kernel KERNEL"
+    if not 2 <= args.m <= MAX_RAM_MB:
+        return f"-m: guest RAM must be 2..{MAX_RAM_MB} MiB, not {args.m}"
+    if args.disk and os.path.isdir(args.disk):
+        return f"--disk: {args.disk} is a directory, not a disk image"
+    if args.paused and not (args.gdb or args.gdb_default):
+        return ("-S waits for gdb to start the guest: add -s or --gdb PORT (without gdb, "
+                "the prompt already starts paused)")
+    return _unreadable_script(args.scripts)
+
+
+def _unreadable_script(scripts: list[str]) -> str | None:
+    """-x FILE that cannot be read, said before anything runs."""
+    for script in scripts:
+        try:
+            with open(script, "rb"):
+                pass
+        except OSError as exc:
+            return f"-x: cannot read {script}: {exc.strerror}"
     return None
 
 
@@ -606,6 +633,10 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
 
 
 def replay_command(args: argparse.Namespace, err: TextIO) -> int:
+    problem = _unreadable_script(args.scripts)
+    if problem is not None:
+        print(f"dbgvm: {problem}", file=err)
+        return USAGE_ERROR
     try:
         trace = read_trace(args.file)
         vms = trace.header.get("vms", 1)

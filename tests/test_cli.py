@@ -215,3 +215,35 @@ def test_ctrl_c_ends_a_recording_that_replays_verified(tmp_path):
     replay = dbgvm("replay", "--batch", str(trace))
     assert replay.returncode == 0, replay.stderr
     assert "replay identical to the recording" in replay.stderr
+
+
+# -- issue 15, item 9: QEMU habits on the command line -------------------------------------
+
+@pytest.mark.parametrize("args, line", [
+    (["-S"], "dbgvm: -S waits for gdb to start the guest: add -s or --gdb PORT"),
+    (["-m", "0"], "dbgvm: -m: guest RAM must be 2..3072 MiB, not 0"),
+    (["-m", "4096"], "dbgvm: -m: guest RAM must be 2..3072 MiB, not 4096"),
+    (["--disk", "{tmp}"], "dbgvm: --disk: {tmp} is a directory, not a disk image"),
+    (["-x", "{tmp}/missing"], "dbgvm: -x: cannot read {tmp}/missing: No such file or directory"),
+])
+def test_qemu_habits_on_the_command_line_are_one_line(tmp_path, args, line):
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = dbgvm("run", str(build("basics")), "--batch", *args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith(line.format(tmp=tmp_path)), proc.stderr
+
+
+def test_replay_with_a_missing_script_is_one_line(tmp_path):
+    proc = dbgvm("replay", str(tmp_path / "t"), "-x", str(tmp_path / "missing"))
+    assert proc.returncode == 2
+    assert proc.stderr == f"dbgvm: -x: cannot read {tmp_path}/missing: No such file or " \
+        "directory\n"
+
+
+def test_version():
+    from importlib import metadata
+    proc = dbgvm("--version")
+    assert proc.returncode == 0
+    assert proc.stdout == f"dbgvm {metadata.version('dbgvm')}\n"
