@@ -247,3 +247,15 @@ def test_version():
     proc = dbgvm("--version")
     assert proc.returncode == 0
     assert proc.stdout == f"dbgvm {metadata.version('dbgvm')}\n"
+
+
+def test_a_powered_off_guest_stays_ended(tmp_path):
+    """Issue 15, item 2: `continue` after the power-off must not run the guest on."""
+    script = tmp_path / "cmds"
+    script.write_text("send poweroff\ncontinue\ninfo\ncontinue\n")
+    proc = dbgvm("run", "--batch", "-x", str(script), timeout=60)
+    assert "poweroff: guest powered off" in proc.stdout
+    assert "vm 0 of 1: ended (poweroff)" in proc.stdout
+    assert f"{script}:4: error: the guest has ended (poweroff)" in proc.stdout
+    assert "debug-exit" not in proc.stdout
+    assert proc.returncode == 1                 # the last command failed

@@ -84,9 +84,10 @@ MAX_STEPS = 10_000_000
 MAX_WATCH = 4096
 HELP_WIDTH = 79                 # help fits an 80-column terminal, broken between words
 HELP_USAGE_WIDTH = 30           # the usage column of the command list
-# a run that ended like this cannot sensibly go on
+# a run that ended like this cannot sensibly go on (a powered-off guest would otherwise run
+# on past its power-off, into whatever code follows the request)
 ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.TRIPLE_FAULT, StopReason.BAD_MEMORY,
-                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED})
+                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED, StopReason.POWEROFF})
 _FLAGS = ((0, "CF"), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"), (9, "IF"),
           (10, "DF"), (11, "OF"))
 
