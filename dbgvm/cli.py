@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--history", metavar="FILE", help="the prompt's history file (default: "
                      "$XDG_STATE_HOME/dbgvm/history)")
     run.add_argument("-s", dest="gdb_default", action="store_true",
-                     help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234)")
+                     help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234); the "
+                     "terminal stays the guest's console meanwhile")
     run.add_argument("--gdb", metavar="[HOST:]PORT",
                      help="serve gdb on PORT (loopback unless HOST is named)")
     run.add_argument("-S", dest="paused", action="store_true",
@@ -583,6 +584,18 @@ def _attach_stdin(domains: Domains) -> None:
     domains.realtime = os.isatty(fd)
 
 
+def _discard_typed_input() -> None:
+    """At exit: what was typed at the terminal and not yet read (a line without its Enter)
+    goes nowhere, never to the shell that started dbgvm (where a typed `rm` would run)."""
+    try:
+        fd = sys.stdin.fileno()
+        if os.isatty(fd):
+            import termios
+            termios.tcflush(fd, termios.TCIFLUSH)
+    except (OSError, ValueError, AttributeError, ImportError):
+        pass
+
+
 def _report(stop: Stop, domains: Domains, err: TextIO) -> None:
     sys.stdout.flush()
     if stop.reason not in _QUIET_STOPS:
@@ -619,6 +632,15 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
     print("dbgvm: attach with: "
           f"{gdb_command_line(str(Path(kernel).resolve()), host, port, args.kernel is None)}",
           file=err)
+    # the terminal stays the guest's console beside gdb, as QEMU's serial console does
+    _attach_stdin(domains)
+    try:
+        return _run_for_gdb(domains, server, args, err)
+    finally:
+        _discard_typed_input()
+
+
+def _run_for_gdb(domains: Domains, server, args: argparse.Namespace, err: TextIO) -> int:
     if not args.paused:
         import select
 

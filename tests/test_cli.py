@@ -259,3 +259,48 @@ def test_a_powered_off_guest_stays_ended(tmp_path):
     assert f"{script}:4: error: the guest has ended (poweroff)" in proc.stdout
     assert "debug-exit" not in proc.stdout
     assert proc.returncode == 1                 # the last command failed
+
+
+def test_the_terminal_is_the_guest_console_beside_gdb():
+    """Issue 15, item 7: under --gdb, what is typed at the terminal reaches the guest (as
+    QEMU's serial console beside its gdbstub), and nothing typed is left for the shell."""
+    import os
+    import pty
+    import select
+    import time
+
+    from gdb_harness import free_port, wait_listening
+    from stub_harness import Client
+    master, slave = pty.openpty()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dbgvm", "run", "--gdb",
+                             f"127.0.0.1:{port}"], stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_listening(port, proc)
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"$ " not in out and time.monotonic() < deadline:       # the shell's prompt
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        os.write(master, b"echo typed-at-the-terminal\n")
+        while b"typed-at-the-terminal\n" not in out and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        assert b"$ typed-at-the-terminal\n" in out, out        # what the guest's echo printed
+        os.write(master, b"rm -rf typed-but-no-enter")
+        time.sleep(0.5)
+        with Client(port) as gdb:
+            gdb.ask(b"?")
+            gdb.send_packet(b"vKill")
+            gdb.reply(10)
+        proc.wait(30)
+        # the partial line went nowhere: the next line the terminal gives is just the Enter
+        os.write(master, b"\n")
+        assert select.select([slave], [], [], 5)[0]
+        assert os.read(slave, 4096) == b"\n"
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)
