@@ -5,13 +5,20 @@ port 0xF4; 0 when the guest ends otherwise (HLT with nothing to wake it, the ins
 a guest reset: triple fault or keyboard-controller reset, as QEMU's -no-reboot);
 1 with a one-line message when the monitor stops the guest (unsupported instruction, double
 fault, bad memory); 2 when the command line, the kernel or a file is wrong and nothing ran.
+An output file that cannot be written (--trace-out, --pcap, --record: a full disk, a closed
+pipe) is one ``dbgvm: OPTION: cannot write FILE: CAUSE`` line and ends the run: status 2 if the
+guest had not started, else 1. Ctrl-C in a --batch run stops the guest at an instruction
+boundary (status 130), so a recording it ends is a complete trace that replays verified.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +28,7 @@ from .core.events import Event, EventKind, parse_kinds
 from .core.faults import StopReason
 from .boot import prepare_boot
 from .core.loader import LoadError, Module
-from .core.machine import DEFAULT_RAM_MB, Stop
+from .core.machine import DEFAULT_RAM_MB, MAX_RAM_MB, Stop
 from .core.uc_internals import UnicornLayoutError
 from .domains import DomainConfig, Domains
 from .hal.block import DiskError
@@ -44,6 +51,7 @@ _QUIET_STOPS = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF})
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbgvm", description="A debugger-oriented x86 VM.")
+    parser.add_argument("--version", action="version", version=f"dbgvm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="boot a 32-bit ELF (Multiboot v1) kernel, or the bundled "
                          "guest", description="Boot KERNEL (default: the bundled guest kernel) "
@@ -90,11 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--history", metavar="FILE", help="the prompt's history file (default: "
                      "$XDG_STATE_HOME/dbgvm/history)")
     run.add_argument("-s", dest="gdb_default", action="store_true",
-                     help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234)")
+                     help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234); the "
+                     "terminal stays the guest's console meanwhile")
     run.add_argument("--gdb", metavar="[HOST:]PORT",
                      help="serve gdb on PORT (loopback unless HOST is named)")
     run.add_argument("-S", dest="paused", action="store_true",
-                     help="do not start the guest: wait for gdb to continue it")
+                     help="with -s or --gdb: do not start the guest, wait for gdb to continue it")
     run.add_argument("--symbols", metavar="FILE",
                      help="the symbol file the gdb stub serves (gdb needs no file argument: "
                      "it loads it through the stub), e.g. a vmlinux with debug information "
@@ -133,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_INTERVAL})")
     linux_cli.add_parser(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("dbgvm")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _modules(specs: list[str]) -> tuple[Module, ...]:
@@ -276,7 +293,140 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "give the kernel once: KERNEL or -kernel KERNEL"
     if args.symbols is not None and not (args.gdb or args.gdb_default):
         return "--symbols is the file gdb gets from the stub: it needs -s or --gdb"
+    if not 2 <= args.m <= MAX_RAM_MB:
+        return f"-m: guest RAM must be 2..{MAX_RAM_MB} MiB, not {args.m}"
+    if args.disk and os.path.isdir(args.disk):
+        return f"--disk: {args.disk} is a directory, not a disk image"
+    if args.paused and not (args.gdb or args.gdb_default):
+        return ("-S waits for gdb to start the guest: add -s or --gdb PORT (without gdb, "
+                "the prompt already starts paused)")
+    return _unreadable_script(args.scripts)
+
+
+def _unreadable_script(scripts: list[str]) -> str | None:
+    """-x FILE that cannot be read, said before anything runs."""
+    for script in scripts:
+        try:
+            with open(script, "rb"):
+                pass
+        except OSError as exc:
+            return f"-x: cannot read {script}: {exc.strerror}"
     return None
+
+
+class OutputFailed(Exception):
+    """An output file of the run could not be written (the message is one line)."""
+
+
+class Outputs:
+    """The files a run writes (--trace-out, --pcap, --record): their write errors (a full
+    disk, a closed pipe, an unwritable device) become one ``dbgvm:`` line naming the option,
+    the file and the cause, and end the run at the next instruction boundary, instead of
+    surfacing inside the guest's run as a monitor error or a traceback. After the first
+    failure every output is dropped silently: the one line has been said."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self.failure: str | None = None
+        self.machines: list = []           # stopped when an output fails during the run
+        self._files: list[GuardedFile] = []
+
+    def open(self, option: str, path: str) -> GuardedFile:
+        """``path`` opened for writing (OSError as usual when it cannot be opened)."""
+        guarded = GuardedFile(self, option, path, open(path, "wb"))
+        self._files.append(guarded)
+        return guarded
+
+    def failed(self, option: str, path: str, exc: OSError) -> None:
+        if self.failure is not None:
+            return
+        cause = exc.strerror or str(exc)
+        self.failure = f"{option}: cannot write {path}: {cause}"
+        print(f"dbgvm: {self.failure}", file=self._err, flush=True)
+        for machine in self.machines:
+            machine.stop_after_current(StopReason.REQUESTED, self.failure)
+
+    def close(self) -> None:
+        for guarded in self._files:
+            guarded.close()
+
+
+class GuardedFile(io.RawIOBase):
+    """A binary output file whose write errors go to Outputs.failed instead of the caller
+    (who may be deep in the guest's run: an event subscriber, the virtual switch)."""
+
+    def __init__(self, outputs: Outputs, option: str, path: str, raw: io.BufferedWriter
+                 ) -> None:
+        super().__init__()
+        self._outputs, self._option, self.name = outputs, option, path
+        self._raw: io.BufferedWriter | None = raw
+
+    def writable(self) -> bool:
+        return True
+
+    def _fail(self, exc: OSError) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                raw.close()
+            except OSError:
+                pass            # what it still buffered cannot be written either
+        self._outputs.failed(self._option, self.name, exc)
+
+    def write(self, data) -> int:       # type: ignore[override]
+        if self._raw is not None:
+            try:
+                self._raw.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._raw is not None:
+            try:
+                self._raw.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self.flush()
+            raw, self._raw = self._raw, None
+            if raw is not None:
+                try:
+                    raw.close()
+                except OSError as exc:
+                    self._outputs.failed(self._option, self.name, exc)
+        super().close()
+
+
+class _Interrupt:
+    """Ctrl-C during a --batch run: the run stops at the next instruction boundary (so a
+    recording ends cleanly, at a point a replay reaches and verifies) instead of a
+    KeyboardInterrupt landing anywhere in the emulator."""
+
+    def __init__(self, domains: Domains) -> None:
+        self.requested = False
+        self._domains = domains
+        self._previous = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:                 # a second Ctrl-C: the run does not stop, leave
+            raise KeyboardInterrupt
+        self.requested = True
+        source = self._domains.input
+        if source is not None and hasattr(source, "wake"):
+            # not from the handler itself: it may have interrupted the source's own lock
+            threading.Thread(target=source.wake, daemon=True).start()
 
 
 def _subscribe_traces(domains: Domains, kinds: frozenset[EventKind], out: TextIO | None,
@@ -304,61 +454,88 @@ def run_command(args: argparse.Namespace, err: TextIO) -> int:
     if problem is not None:
         print(f"dbgvm: {problem}", file=err)
         return USAGE_ERROR
-    console = ConsoleOutput(args.vms)
+    outputs = Outputs(err)
     opened: list = []
+    status = USAGE_ERROR
+    started = False
     try:
-        from .guest import GuestBuildError
-        try:
-            kernel = _kernel(args)
-            modules = _modules(args.initrd)
-            boot = prepare_boot(kernel, args.append, modules, args.m, args.boot_decompressor)
-            rtc_start = _rtc_base(args.rtc_base)
-            if boot.banner is not None:
-                print(f"dbgvm: {boot.banner}", file=err)
-            pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
-            domains = Domains(boot.image, args.vms, DomainConfig(
-                args.m, args.disk, args.disk_writable, board=boot.board, rtc_start=rtc_start),
-                              console.write, pcap=pcap, notify=lambda t: print(
-                                  f"dbgvm: {t}", file=err))
-            out = open(args.trace_out, "w", encoding="utf-8") if args.trace_out else None
-        except (LoadError, ValueError, DiskError, GuestBuildError) as exc:
-            print(f"dbgvm: {exc}", file=err)
-            return USAGE_ERROR
-        except OSError as exc:
-            print(f"dbgvm: {exc.filename}: {exc.strerror}", file=err)
-            return USAGE_ERROR
-        except UnicornLayoutError as exc:
-            print(f"dbgvm: {exc}", file=err)
-            return 1
-        if out is not None:
-            opened.append(out)
-        opened.append(domains)
-        _subscribe_traces(domains, trace_kinds, out, err)
-        if args.record:
-            try:
-                opened.append(_start_recording(args, kernel, modules, domains))
-            except (OSError, ValueError) as exc:
-                print(f"dbgvm: --record: {exc}", file=err)
-                return USAGE_ERROR
-        if args.gdb or args.gdb_default:
-            return _serve_gdb(domains, args, kernel, err)
-        if not args.batch:
-            return _prompt(domains, console, args)
-        _attach_stdin(domains)
-        if args.scripts:
-            return _batch_scripts(domains, args.scripts)
-        try:
-            stop = domains.run(args.max_insns)
-        except KeyboardInterrupt:
-            console.flush()
-            print("\ndbgvm: interrupted (Ctrl-C)", file=err)
-            return INTERRUPTED
-        console.flush()
-        _report(stop, domains, err)
-        return stop.exit_status
+        started, status = _run(args, err, outputs, opened, trace_kinds)
     finally:
         for thing in reversed(opened):
             thing.close()
+        outputs.close()
+    if outputs.failure is not None:
+        return 1 if started else USAGE_ERROR
+    return status
+
+
+def _run(args: argparse.Namespace, err: TextIO, outputs: Outputs, opened: list,
+         trace_kinds: frozenset[EventKind]) -> tuple[bool, int]:
+    """run_command once the options are checked: (whether the guest started, the exit
+    status). What it opens goes on ``opened`` (closed by the caller, last first)."""
+    console = ConsoleOutput(args.vms)
+    from .guest import GuestBuildError
+    try:
+        kernel = _kernel(args)
+        modules = _modules(args.initrd)
+        boot = prepare_boot(kernel, args.append, modules, args.m, args.boot_decompressor)
+        rtc_start = _rtc_base(args.rtc_base)
+        if boot.banner is not None:
+            print(f"dbgvm: {boot.banner}", file=err)
+        pcap = PcapWriter(outputs.open("--pcap", args.pcap)) if args.pcap else None
+        domains = Domains(boot.image, args.vms, DomainConfig(
+            args.m, args.disk, args.disk_writable, board=boot.board, rtc_start=rtc_start),
+                          console.write, pcap=pcap, notify=lambda t: print(
+                              f"dbgvm: {t}", file=err))
+        out = io.TextIOWrapper(outputs.open("--trace-out", args.trace_out),
+                               encoding="utf-8") if args.trace_out else None
+    except (LoadError, ValueError, DiskError, GuestBuildError) as exc:
+        print(f"dbgvm: {exc}", file=err)
+        return False, USAGE_ERROR
+    except OSError as exc:
+        print(f"dbgvm: {exc.filename}: {exc.strerror}", file=err)
+        return False, USAGE_ERROR
+    except UnicornLayoutError as exc:
+        print(f"dbgvm: {exc}", file=err)
+        return False, 1
+    if out is not None:
+        opened.append(out)
+    opened.append(domains)
+    outputs.machines = domains.machines
+    _subscribe_traces(domains, trace_kinds, out, err)
+    if args.record:
+        try:
+            opened.append(_start_recording(args, kernel, modules, domains, outputs))
+        except OSError as exc:
+            print(f"dbgvm: --record: {exc.filename or args.record}: {exc.strerror}", file=err)
+            return False, USAGE_ERROR
+        except ValueError as exc:
+            print(f"dbgvm: --record: {exc}", file=err)
+            return False, USAGE_ERROR
+    if outputs.failure is not None:         # an output failed before anything ran
+        return False, USAGE_ERROR
+    if args.gdb or args.gdb_default:
+        return True, _serve_gdb(domains, args, kernel, err)
+    if not args.batch:
+        return True, _prompt(domains, console, args)
+    _attach_stdin(domains)
+    if args.scripts:
+        return True, _batch_scripts(domains, args.scripts)
+    interrupt = _Interrupt(domains)
+    try:
+        with interrupt:
+            stop = domains.run(args.max_insns, interrupted=lambda: interrupt.requested or
+                               outputs.failure is not None)
+    except KeyboardInterrupt:
+        interrupt.requested = True
+    console.flush()
+    if outputs.failure is not None:
+        return True, 1
+    if interrupt.requested:
+        print("\ndbgvm: interrupted (Ctrl-C)", file=err)
+        return True, INTERRUPTED
+    _report(stop, domains, err)
+    return True, stop.exit_status
 
 
 class _Recording:
@@ -376,7 +553,7 @@ MAX_EMBEDDED_DISK = 64 << 20
 
 
 def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Module, ...],
-                     domains: Domains) -> _Recording:
+                     domains: Domains, outputs: Outputs) -> _Recording:
     # the trace carries the kernel (compressed): a replay needs nothing but the file
     header: dict = {"kernel": file_entry(kernel, Path(kernel).read_bytes(), embed=True,
                                          compress=True),
@@ -395,7 +572,8 @@ def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Modul
                              "(a trace carries the image it started from)")
         header["disk"] = {**file_entry(args.disk, data, embed=True),
                           "writable": args.disk_writable}
-    return _Recording(Recorder(args.record, header, domains.machines), domains)
+    return _Recording(Recorder(outputs.open("--record", args.record), header, domains.machines),
+                      domains)
 
 
 def _monitor(domains: Domains) -> Monitor:
@@ -445,6 +623,18 @@ def _attach_stdin(domains: Domains) -> None:
     domains.realtime = os.isatty(fd)
 
 
+def _discard_typed_input() -> None:
+    """At exit: what was typed at the terminal and not yet read (a line without its Enter)
+    goes nowhere, never to the shell that started dbgvm (where a typed `rm` would run)."""
+    try:
+        fd = sys.stdin.fileno()
+        if os.isatty(fd):
+            import termios
+            termios.tcflush(fd, termios.TCIFLUSH)
+    except (OSError, ValueError, AttributeError, ImportError):
+        pass
+
+
 def _report(stop: Stop, domains: Domains, err: TextIO) -> None:
     sys.stdout.flush()
     if stop.reason not in _QUIET_STOPS:
@@ -488,6 +678,15 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
     host, port = server.address
     print(f"dbgvm: waiting for gdb on {host}:{port}", file=err)
     _announce(served, host, port, args.kernel is None and args.kernel_option is None, err)
+    # the terminal stays the guest's console beside gdb, as QEMU's serial console does
+    _attach_stdin(domains)
+    try:
+        return _run_for_gdb(domains, server, args, err)
+    finally:
+        _discard_typed_input()
+
+
+def _run_for_gdb(domains: Domains, server, args: argparse.Namespace, err: TextIO) -> int:
     if not args.paused:
         import select
 
@@ -502,6 +701,10 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
 
 
 def replay_command(args: argparse.Namespace, err: TextIO) -> int:
+    problem = _unreadable_script(args.scripts)
+    if problem is not None:
+        print(f"dbgvm: {problem}", file=err)
+        return USAGE_ERROR
     try:
         trace = read_trace(args.file)
         vms = trace.header.get("vms", 1)

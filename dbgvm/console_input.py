@@ -18,7 +18,7 @@ class StdinSource:
     def __init__(self, fd: int, vms: int) -> None:
         self._fd = fd
         self._vms = vms
-        self._queue: queue.Queue[bytes] = queue.Queue()
+        self._queue: queue.Queue[bytes | None] = queue.Queue()     # None: wake()
         self._closed = False
         self._partial = b""
         self._held: list[bytes] = []     # taken off the queue by wait(), routed by poll()
@@ -61,6 +61,8 @@ class StdinSource:
                     data = self._queue.get_nowait()
                 except queue.Empty:
                     return routed
+            if data is None:
+                continue
             self._closed = self._closed or not data
             routed += self._route(data)
 
@@ -73,7 +75,14 @@ class StdinSource:
                 threading.Event().wait(timeout)
             return False
         try:
-            self._held.append(self._queue.get(timeout=timeout))
+            data = self._queue.get(timeout=timeout)
         except queue.Empty:
-            pass
+            return True
+        if data is not None:
+            self._held.append(data)
         return True
+
+    def wake(self) -> None:
+        """End a wait() early (any thread, not a signal handler: Ctrl-C starts a thread to
+        call it), so that the run loop looks at its stop request."""
+        self._queue.put(None)

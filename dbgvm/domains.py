@@ -31,6 +31,9 @@ from .hal.system import SystemDevice
 
 SLICE_SINGLE = 1_000_000        # instruction periods (10 ms virtual) with one VM
 SLICE_SHARED = 100_000          # 1 ms virtual when VMs exchange frames
+# how often a run that waits for outside input looks at its ``interrupted`` check (gdb
+# attaching or sending Ctrl-C, a stop request): the wait is never longer than this then
+INTERRUPT_POLL_SECONDS = 0.05
 CONSOLE_INPUT = "console"
 NET_INPUT = "net"
 # stops after which a VM other than VM 0 is retired and the others go on
@@ -214,15 +217,17 @@ class Domains:
                         self.notify(f"vm{domain.index}: {stop.reason.value}: {stop.message}")
                         continue
                 return stop
-            if all(d.machine.halted for d in self._live()) and not self._idle():
+            if all(d.machine.halted for d in self._live()) and not self._idle(interrupted):
                 return first.run()       # ends at once, reporting the HLT nothing can end
             if self.realtime:
                 self._pace(started_wall, started_virtual)
 
-    def _idle(self) -> bool:
+    def _idle(self, interrupted: Callable[[], bool] | None = None) -> bool:
         """Every live VM waits in HLT: with no timer that can wake one, wait for outside
         input; False when nothing can ever wake any of them. (Paced runs then wait out the
-        idle time in _pace.)"""
+        idle time in _pace.) A run that can be interrupted waits a short while only, and
+        the run loop looks at ``interrupted`` again (the idle VMs' time passing meanwhile,
+        a slice at a time)."""
         live = self._live()
         wakeups = [t for t in (d.machine.wakeup_time() for d in live) if t is not None]
         # console input can only wake a guest that posted a buffer for it (a frame from
@@ -231,7 +236,7 @@ class Domains:
         if self.input is None or not listening:
             return bool(wakeups)
         if not wakeups:
-            return self.input.wait(None)
+            return self.input.wait(None if interrupted is None else INTERRUPT_POLL_SECONDS)
         return True
 
     def _pace(self, started_wall: float, started_virtual: int) -> None:

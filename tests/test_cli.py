@@ -173,3 +173,134 @@ def test_batch_script_error_is_one_line_with_a_caret_and_status_1(tmp_path):
     assert lines[error].startswith(f"{script}:2: ")
     assert lines[error + 1].strip() == "^"
     assert proc.stdout.count("vm 0 of 1") == 1          # the third command did not run
+
+
+# -- issue 15, item 6: output errors are one line, never a traceback -----------------------
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("option, status", [
+    ("--trace-out", 1),          # fails while the guest runs (or when the run closes it)
+    ("--record", 1),
+    ("--pcap", 2),               # its header fails before the guest starts
+])
+def test_unwritable_outputs_give_one_line_naming_the_file(option, status):
+    proc = dbgvm("run", str(build("basics")), "--batch", option, "/dev/full")
+    assert "Traceback" not in proc.stderr
+    assert "monitor-error" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines == [f"dbgvm: {option}: cannot write /dev/full: No space left on device"]
+    assert proc.returncode == status
+
+
+def test_ctrl_c_ends_a_recording_that_replays_verified(tmp_path):
+    import signal
+    import time
+    trace = tmp_path / "run.trace"
+    # stdin stays open: the bundled guest runs, then waits at its prompt for input
+    proc = subprocess.Popen([sys.executable, "-m", "dbgvm", "run", "--batch", "--record",
+                             str(trace)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not trace.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip() == "dbgvm: interrupted (Ctrl-C)"
+    replay = dbgvm("replay", "--batch", str(trace))
+    assert replay.returncode == 0, replay.stderr
+    assert "replay identical to the recording" in replay.stderr
+
+
+# -- issue 15, item 9: QEMU habits on the command line -------------------------------------
+
+@pytest.mark.parametrize("args, line", [
+    (["-S"], "dbgvm: -S waits for gdb to start the guest: add -s or --gdb PORT"),
+    (["-m", "0"], "dbgvm: -m: guest RAM must be 2..3072 MiB, not 0"),
+    (["-m", "4096"], "dbgvm: -m: guest RAM must be 2..3072 MiB, not 4096"),
+    (["--disk", "{tmp}"], "dbgvm: --disk: {tmp} is a directory, not a disk image"),
+    (["-x", "{tmp}/missing"], "dbgvm: -x: cannot read {tmp}/missing: No such file or directory"),
+])
+def test_qemu_habits_on_the_command_line_are_one_line(tmp_path, args, line):
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = dbgvm("run", str(build("basics")), "--batch", *args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith(line.format(tmp=tmp_path)), proc.stderr
+
+
+def test_replay_with_a_missing_script_is_one_line(tmp_path):
+    proc = dbgvm("replay", str(tmp_path / "t"), "-x", str(tmp_path / "missing"))
+    assert proc.returncode == 2
+    assert proc.stderr == f"dbgvm: -x: cannot read {tmp_path}/missing: No such file or " \
+        "directory\n"
+
+
+def test_version():
+    from importlib import metadata
+    proc = dbgvm("--version")
+    assert proc.returncode == 0
+    assert proc.stdout == f"dbgvm {metadata.version('dbgvm')}\n"
+
+
+def test_a_powered_off_guest_stays_ended(tmp_path):
+    """Issue 15, item 2: `continue` after the power-off must not run the guest on."""
+    script = tmp_path / "cmds"
+    script.write_text("send poweroff\ncontinue\ninfo\ncontinue\n")
+    proc = dbgvm("run", "--batch", "-x", str(script), timeout=60)
+    assert "poweroff: guest powered off" in proc.stdout
+    assert "vm 0 of 1: ended (poweroff)" in proc.stdout
+    assert f"{script}:4: error: the guest has ended (poweroff)" in proc.stdout
+    assert "debug-exit" not in proc.stdout
+    assert proc.returncode == 1                 # the last command failed
+
+
+def test_the_terminal_is_the_guest_console_beside_gdb():
+    """Issue 15, item 7: under --gdb, what is typed at the terminal reaches the guest (as
+    QEMU's serial console beside its gdbstub), and nothing typed is left for the shell."""
+    import os
+    import pty
+    import select
+    import time
+
+    from gdb_harness import free_port, wait_listening
+    from stub_harness import Client
+    master, slave = pty.openpty()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dbgvm", "run", "--gdb",
+                             f"127.0.0.1:{port}"], stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_listening(port, proc)
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"$ " not in out and time.monotonic() < deadline:       # the shell's prompt
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        os.write(master, b"echo typed-at-the-terminal\n")
+        while b"typed-at-the-terminal\n" not in out and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        assert b"$ typed-at-the-terminal\n" in out, out        # what the guest's echo printed
+        os.write(master, b"rm -rf typed-but-no-enter")
+        time.sleep(0.5)
+        with Client(port) as gdb:
+            gdb.ask(b"?")
+            gdb.send_packet(b"vKill")
+            gdb.reply(10)
+        proc.wait(30)
+        # the partial line went nowhere: the next line the terminal gives is just the Enter
+        os.write(master, b"\n")
+        assert select.select([slave], [], [], 5)[0]
+        assert os.read(slave, 4096) == b"\n"
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)

@@ -187,7 +187,8 @@ def test_messages_name_what_was_expected():
         with pytest.raises(CommandError) as info:
             parse(line)
         return info.value.message
-    assert message("frobnicate") == "unknown command 'frobnicate' (try 'help')"
+    assert message("frobnicate") == ("unknown command 'frobnicate' (try 'help'; to type it "
+                                     "into the guest: send frobnicate)")
     assert message("delete x") == "unexpected 'x'; expected the end or a number"
     assert message("break") == "the command ends too soon; expected an expression"
     assert message("pt") == "the command ends too soon; expected 'stats' or 'walk'"
@@ -217,3 +218,23 @@ def test_every_command_has_help():
         assert cls.usage and len(cls.help) > 20, cls
         for name in cls.names:
             assert cls in S.lookup(name)
+
+
+# -- issue 15, item 9: QEMU habits ---------------------------------------------------------
+
+@pytest.mark.parametrize("line, command", [
+    ("info registers", S.Regs()),
+    ("info tlb", S.PtStats()),
+    ("info mem", S.PtStats()),
+    ("info pic", S.PicCommand()),
+])
+def test_qemu_info_views_map_to_the_monitors_own(line, command):
+    assert parse(line) == command
+
+
+def test_an_unknown_word_points_at_send():
+    with pytest.raises(CommandError) as info:
+        parse("ls -l /tmp")
+    assert info.value.problem is Problem.UNKNOWN_COMMAND
+    assert "unknown command 'ls'" in info.value.message
+    assert "send ls -l /tmp" in info.value.message

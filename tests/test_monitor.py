@@ -796,3 +796,31 @@ def test_the_old_gdb_monitor_commands_still_work():
     assert mon.run("step-irqs on") == "interrupts while stepping: on\n" and \
         m.irqs_while_stepping
     assert mon.run("frobnicate").startswith("error: unknown command")
+
+
+def test_help_fits_80_columns_broken_between_words():
+    from dbgvm.repl import syntax as S
+    _, mon, _ = setup()
+    texts = [mon.run("help")] + [mon.run(f"help {cls.names[0]}") for cls in S.COMMANDS]
+    for text in texts:
+        assert max(len(line) for line in text.splitlines()) <= 80, text
+    words = set(texts[0].split())
+    for cls in S.COMMANDS:        # every word of every summary is there whole
+        summary = cls.help.split(". ")[0].rstrip(".")
+        assert set(summary.split()) <= words, cls
+    assert "also: info registers" in mon.run("help regs")
+
+
+def test_console_and_trace_prefixes_are_vm_n_everywhere():
+    from dbgvm.repl.app import ConsoleLines
+    shown: list[str] = []
+    ConsoleLines(shown.append, lambda: True).feed(1, b"hello\n")
+    assert shown == ["[vm1] hello\n"]          # as `dbgvm run --batch --vms 2` prints it
+    m0, m1 = Machine(), Machine()
+    for m in (m0, m1):
+        m.load(load(build("basics"), m.ram_size))
+    mon = Monitor(machines=[m0, m1])
+    mon.run("trace on stop")
+    mon.run("vm 1")
+    out = mon.run("continue")
+    assert "[vm1] " in out and "[vm 1]" not in out

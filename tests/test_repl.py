@@ -94,7 +94,8 @@ def test_commands_console_and_breakpoints_through_the_prompt():
     ])
     assert "hello from basics\n" in text          # the guest console, above the prompt
     assert f"breakpoint 1 at {guest.symbols['wait']:#010x} <wait>\n=> " in text
-    assert "error: unknown command 'bogus' (try 'help') in: bogus\n" in text
+    assert "error: unknown command 'bogus' (try 'help'; to type it into the guest: send " \
+        "bogus) in: bogus\n" in text
     assert guest.sink is None                      # the sink is handed back at the end
     # console output arrived before the stop report
     assert text.index("after #GP") < text.index("=> ")

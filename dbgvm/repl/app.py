@@ -69,7 +69,7 @@ class ConsoleLines:
 
     def _emit(self, vm: int, text: str) -> None:
         if self._prefixed():
-            text = "".join(f"[vm {vm}] {line}\n" for line in text.splitlines())
+            text = "".join(f"[vm{vm}] {line}\n" for line in text.splitlines())
         self._write(text)
 
 
@@ -167,7 +167,7 @@ class Repl:
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            self.write(f"error: cannot read {path}: {exc.strerror}\n")
+            self.write(f"dbgvm: -x: cannot read {path}: {exc.strerror}\n")
             return False
         for number, line in enumerate(lines, 1):
             where = f"{path}:{number}: "
@@ -276,7 +276,7 @@ def run_script(monitor: Monitor, path: str | Path, out: TextIO) -> bool:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        out.write(f"error: cannot read {path}: {exc.strerror}\n")
+        out.write(f"dbgvm: -x: cannot read {path}: {exc.strerror}\n")
         return False
     with _sigint_stops(monitor):
         return run_lines(monitor, lines, out, str(path))

@@ -82,9 +82,12 @@ DEFAULT_DISAS = 10
 MAX_UNITS = 4096
 MAX_STEPS = 10_000_000
 MAX_WATCH = 4096
-# a run that ended like this cannot sensibly go on
+HELP_WIDTH = 79                 # help fits an 80-column terminal, broken between words
+HELP_USAGE_WIDTH = 30           # the usage column of the command list
+# a run that ended like this cannot sensibly go on (a powered-off guest would otherwise run
+# on past its power-off, into whatever code follows the request)
 ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.TRIPLE_FAULT, StopReason.BAD_MEMORY,
-                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED})
+                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED, StopReason.POWEROFF})
 _FLAGS = ((0, "CF"), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"), (9, "IF"),
           (10, "DF"), (11, "OF"))
 
@@ -280,7 +283,7 @@ class Monitor:
     def _on_event(self, vm: VmState, event: Event) -> None:
         vm.history.append(event)
         if event.kind in self.tracing:
-            prefix = f"[vm {vm.index}] " if len(self.vms) > 1 else ""
+            prefix = f"[vm{vm.index}] " if len(self.vms) > 1 else ""
             self._say(prefix + event.describe() + "\n")
         if event.kind is EventKind.STOP:
             return
@@ -701,21 +704,27 @@ class Monitor:
 
     def _do_Help(self, command: S.Help) -> str:
         if command.topic is None:
-            width = max(len(cls.usage) for cls in S.COMMANDS) + 2
-            width = min(width, 44)
             lines = []
             for cls in S.COMMANDS:
                 summary = cls.help.split(". ")[0].rstrip(".")
-                usage = cls.usage if len(cls.usage) < width else cls.usage + "\n" + " " * width
-                lines.append(f"{usage:<{width}}{summary}")
+                if len(cls.usage) + 2 > HELP_USAGE_WIDTH:     # the usage on a line of its own
+                    lines.append(cls.usage)
+                    first = " " * HELP_USAGE_WIDTH
+                else:
+                    first = f"{cls.usage:<{HELP_USAGE_WIDTH}}"
+                lines += textwrap.wrap(summary, HELP_WIDTH, initial_indent=first,
+                                       subsequent_indent=" " * HELP_USAGE_WIDTH,
+                                       break_long_words=False, break_on_hyphens=False)
             return "\n".join(lines) + "\nhelp COMMAND explains one; docs/monitor.md has more.\n"
         out = []
         for cls in S.lookup(command.topic):
-            aliases = [n for n in cls.names if n != cls.usage.split()[0]]
+            aliases = [n for n in cls.names if not (cls.usage + " ").startswith(n + " ")]
             alias = f" (also: {', '.join(aliases)})" if aliases else ""
-            out.append(cls.usage + alias + "\n" + textwrap.fill(cls.help, 88,
-                                                               initial_indent="  ",
-                                                               subsequent_indent="  "))
+            out.append("\n".join(textwrap.wrap(cls.usage + alias, HELP_WIDTH,
+                                                subsequent_indent="    ")) + "\n" +
+                       textwrap.fill(cls.help, HELP_WIDTH, initial_indent="  ",
+                                     subsequent_indent="  ", break_long_words=False,
+                                     break_on_hyphens=False))
         return "\n".join(out) + "\n"
 
     def _do_Vm(self, command: S.Vm) -> str:

@@ -30,7 +30,7 @@ ARGUMENTS: dict[str, list[tuple[str, ...] | None]] = {
     "trace": [("on", "off"), KINDS + ("all",)],
     "events": [KINDS + ("last",)],
     "help": [tuple(sorted(COMMAND_WORDS))],
-    "info": [("breakpoints",)],
+    "info": [("breakpoints", "registers", "tlb", "mem", "pic")],
     "pt": [("walk", "stats"), None],
     "hal": [("stats",)],
     "watch": [("read", "write", "access")],

@@ -19,7 +19,8 @@ class Problem(enum.Enum):
     """Message templates (``str.format`` fields come from CommandError.params)."""
 
     # the command does not parse
-    UNKNOWN_COMMAND = "unknown command {word!r} (try 'help')"
+    UNKNOWN_COMMAND = ("unknown command {word!r} (try 'help'; to type it into the guest: "
+                       "send {line})")
     UNEXPECTED_TOKEN = "unexpected {found!r}; expected {expected}"
     UNEXPECTED_END = "the command ends too soon; expected {expected}"
     BAD_CHARACTER = "unexpected character {found!r}"

@@ -73,7 +73,7 @@ def parse(line: str) -> S.Command | None:
         return None
     word, column = _first_word(line)
     if word not in S.COMMAND_WORDS:
-        raise fail(Problem.UNKNOWN_COMMAND, column, word=word)
+        raise fail(Problem.UNKNOWN_COMMAND, column, word=word, line=line.strip())
     try:
         tree = _lark().parse(line)
     except UnexpectedInput as exc:
@@ -193,6 +193,18 @@ class _Build(Transformer):
 
     def info_breakpoints(self, _):
         return S.InfoBreakpoints()
+
+    # QEMU's `info` views, as the monitor's own commands
+    def info_registers(self, _):
+        return S.Regs()
+
+    def info_tlb(self, _):
+        return S.PtStats()
+
+    info_mem = info_tlb
+
+    def info_pic(self, _):
+        return S.PicCommand()
 
     def watch_read(self, _):
         return WatchKind.READ

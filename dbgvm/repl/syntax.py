@@ -143,7 +143,7 @@ class Events(Command):
 
 @dataclass(frozen=True)
 class Regs(Command):
-    names = ("regs",)
+    names = ("regs", "info registers")
     usage = "regs"
     help = "The guest's registers as the guest sees them (virtual CPL, IF, control registers)."
 
@@ -208,9 +208,11 @@ class PtWalk(Command):
 
 @dataclass(frozen=True)
 class PtStats(Command):
-    names = ("pt stats",)
+    names = ("pt stats", "info tlb", "info mem")
     usage = "pt stats"
-    help = "Shadow MMU counters: fills, dirty faults, flushes, zaps, address spaces kept."
+    help = ("Shadow MMU counters: fills, dirty faults, flushes, zaps, address spaces kept. "
+            "(QEMU's 'info tlb' and 'info mem' show this; 'pt walk VADDR' shows one "
+            "address's mapping.)")
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ class Tss(Command):
 
 @dataclass(frozen=True)
 class PicCommand(Command):
-    names = ("pic",)
+    names = ("pic", "info pic")
     usage = "pic"
     help = "The 8259 pair: vector bases, IRR, ISR, IMR, the line that would interrupt now."
 
