@@ -20,12 +20,12 @@ from .vcpu import (EFLAGS_FIXED, EFLAGS_IF, EFLAGS_IOPL, EFLAGS_NT, EFLAGS_RESTO
                    EFLAGS_TF, EFLAGS_VM)
 
 if TYPE_CHECKING:
-    from .machine import Machine
+    from .cpu_context import CpuContext
 
 _GATES = (SystemType.INTERRUPT_GATE32, SystemType.TRAP_GATE32)
 
 
-def _code_segment(m: "Machine", selector: int, new_cpl_max: int, ext: int = 0) -> Descriptor:
+def _code_segment(m: "CpuContext", selector: int, new_cpl_max: int, ext: int = 0) -> Descriptor:
     """The guest code descriptor for a transfer to ``selector``, checked as the SDM says."""
     if selector & 0xFFFC == 0:
         raise GuestFault(Vector.GP, ext)
@@ -39,7 +39,7 @@ def _code_segment(m: "Machine", selector: int, new_cpl_max: int, ext: int = 0) -
     return desc
 
 
-def stack_segment(m: "Machine", selector: int, cpl: int, vector: Vector) -> Descriptor:
+def stack_segment(m: "CpuContext", selector: int, cpl: int, vector: Vector) -> Descriptor:
     """The guest stack descriptor for SS := ``selector`` at ``cpl``, checked as the SDM says
     (a bad one raises ``vector`` with the selector; a not-present one, #SS)."""
     desc = m.tables.descriptor(selector)
@@ -57,7 +57,7 @@ def _check_ring(cpl: int) -> None:
                         "(dbgvm runs guest rings 0 and 3)")
 
 
-def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | None = None,
+def deliver(m: "CpuContext", vector: int, return_eip: int, *, error_code: int | None = None,
             software: bool = False, external: bool = False) -> None:
     """Deliver ``vector`` through the guest IDT as the processor would (SDM vol. 3 ch. 6.12)."""
     vcpu = m.vcpu
@@ -124,7 +124,7 @@ def deliver(m: "Machine", vector: int, return_eip: int, *, error_code: int | Non
         m.set_vif(False, "interrupt-gate" if not software else f"int {vector:#x}")
 
 
-def _null_outer_data_segments(m: "Machine") -> None:
+def _null_outer_data_segments(m: "CpuContext") -> None:
     """IRET/RET to an outer ring: data segments the new ring may not use become null."""
     for reg in (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS):
         selector = m.regs.read(reg)
@@ -133,7 +133,7 @@ def _null_outer_data_segments(m: "Machine") -> None:
             m.regs.write(reg, 0)
 
 
-def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
+def _return(m: "CpuContext", new_eip: int, new_cs: int, popped: int, outer_at: int,
             new_flags: int | None, pop_extra: int = 0, word: int = 4) -> None:
     """Common tail of IRET and far RET: checks, then the (possibly outer-ring) return.
     ``word``: the operand size (2 for a 16-bit far RET, whose outer SP:SS are words too)."""
@@ -174,7 +174,7 @@ def _return(m: "Machine", new_eip: int, new_cs: int, popped: int, outer_at: int,
         _null_outer_data_segments(m)
 
 
-def emulate_iret(m: "Machine") -> None:
+def emulate_iret(m: "CpuContext") -> None:
     """IRET (32-bit operand size) from the guest's virtual ring 0."""
     regs = m.regs
     if regs.read(UC_X86_REG_EFLAGS) & EFLAGS_NT:
@@ -186,7 +186,7 @@ def emulate_iret(m: "Machine") -> None:
     _return(m, new_eip, new_cs & 0xFFFF, 12, 12, new_flags)
 
 
-def emulate_retf(m: "Machine", pop_extra: int, word: int = 4) -> None:
+def emulate_retf(m: "CpuContext", pop_extra: int, word: int = 4) -> None:
     """Far RET (32-bit operand size, or 16-bit with ``word`` 2: IP and CS are words and EIP
     is zero-extended; optional imm16) from the guest's virtual ring 0."""
     regs = m.regs
