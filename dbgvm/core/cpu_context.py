@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .clock import VirtualClock
     from .descriptor_watch import DescriptorWatch
     from .events import EventKind
-    from .faults import GuestFault, GuestStop, StopReason
+    from .faults import GuestFault, GuestStop
+    from .stops import StopReason
     from .fast_regs import FastRegisters
     from .hypercalls import HypercallBus
     from .pic import Pic

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
 
-from .faults import StopReason
+from .stops import StopReason
 from .memory import DebugError, GuestMemory, check_range
 
 if TYPE_CHECKING:

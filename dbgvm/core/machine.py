@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 
 from capstone import CsInsn
 from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
@@ -28,7 +28,8 @@ from .delivery import deliver
 from .descriptor_watch import DescriptorWatch
 from .events import Event, EventBus, EventKind
 from .fast_regs import FastRegisters
-from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, StopReason, Vector
+from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, Vector
+from .stops import Stop, StopReason
 from .guest_registers import read_register, write_register
 from .hypercalls import HypercallBus
 from .inputs import InputQueue
@@ -53,17 +54,6 @@ MAX_RAM_MB = 3072
 MAX_FILLS_PER_INSN = 8   # code pages, data pages and a stack page of one instruction, at most
 
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Why and where a run ended. ``exit_status`` is what the dbgvm process should exit with."""
-
-    reason: StopReason
-    message: str
-    eip: int
-    icount: int
-    exit_status: int
 
 
 class Machine:

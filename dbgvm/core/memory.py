@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_PROT_ALL, Uc
 
 from .descriptors import MONITOR_HOLE
-from .faults import GuestFault, GuestStop, StopReason, Vector
+from .faults import GuestFault, GuestStop, Vector
+from .stops import StopReason
 from .guest_paging import PageFault
 from .shadow_mmu import ShadowMmu
 from .vcpu import CR0_PG

@@ -9,7 +9,8 @@ from unicorn.x86_const import UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CS
 
 from .descriptors import MONITOR_HOLE
 from .events import EventKind
-from .faults import GuestFault, GuestStop, StopReason, Vector
+from .faults import GuestFault, GuestStop, Vector
+from .stops import StopReason
 from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull
 from .vcpu import CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
 

@@ -18,8 +18,10 @@ from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, U
                                UC_X86_REG_ESP, UC_X86_REG_SS)
 
 from .descriptors import Descriptor, SystemType
-from .delivery import stack_segment, emulate_iret, emulate_retf
-from .faults import GuestFault, GuestStop, StopReason, Vector
+from .delivery import stack_segment
+from .faults import GuestFault, GuestStop, Vector
+from .stops import StopReason
+from .returns import emulate_iret, emulate_retf
 from .vcpu import CR0_PE, CR0_TS, CR4_TSD, EFLAGS_RF, EFLAGS_VM
 
 if TYPE_CHECKING:
