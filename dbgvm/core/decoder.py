@@ -40,6 +40,8 @@ class Decoded:
 class Decoder:
     def __init__(self, cpu: "CpuContext") -> None:
         self._cpu = cpu
+        # parts a snapshot's restore keeps in place (the vcpu it replaces: read through cpu)
+        self._tables, self._regs, self._mmu, self._ram = cpu.tables, cpu.regs, cpu.mmu, cpu.ram
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         self._cs.detail = True
         self._cache: dict[int, Decoded] = {}
@@ -58,19 +60,18 @@ class Decoder:
     def decoded(self, eip: int) -> Decoded:
         """decode(), with what the trap path needs of the instruction (capstone's properties
         cost ~0.5 us a call), cached by linear address and checked against memory."""
-        cpu = self._cpu
-        linear = cpu.tables.base_of(cpu.regs.read(UC_X86_REG_CS)) + eip
+        linear = self._tables.base_of(self._regs.read(UC_X86_REG_CS)) + eip
         cached = self._cache.get(linear)
         if cached is not None:
             code = cached.code
             # The instruction trapped, so the shadow maps its page: compare the bytes there
             # (a Python walk of the guest's tables was 40% of a trap's cost).
-            entry = cpu.mmu.shadow_entry(linear, cpu.vcpu.cpl == 3)
+            entry = self._mmu.shadow_entry(linear, self._cpu.vcpu.cpl == 3)
             if entry is not None and entry & 1 and (linear & 0xFFF) + len(code) <= 0x1000:
                 paddr = (entry & ~0xFFF) | (linear & 0xFFF)
-                if cpu.ram[paddr:paddr + len(code)] == code:
+                if self._ram[paddr:paddr + len(code)] == code:
                     return cached
-            elif cpu.read_linear(linear, len(code)) == code:
+            elif self._cpu.read_linear(linear, len(code)) == code:
                 return cached
         code = self._read_code(linear)
         insn = next(self._cs.disasm(code, eip, 1), None)
