@@ -63,7 +63,10 @@ from guest_build import build  # noqa: E402
 from dbgvm.core.events import Event, EventKind  # noqa: E402
 from dbgvm.core.faults import StopReason, Vector  # noqa: E402
 from dbgvm.core.loader import load  # noqa: E402
+from dbgvm.core.instruction_hooks import InstructionHooks  # noqa: E402
 from dbgvm.core.machine import QUANTUM, Machine  # noqa: E402
+from dbgvm.core.paging import Paging  # noqa: E402
+from dbgvm.core.port_io import PortIo  # noqa: E402
 
 
 CLISTI_ITERATIONS = 50000  # as in tests/guests/bench_clisti.S
@@ -425,8 +428,11 @@ class TrapProfile:
     the `pt` events). Wraps Machine's methods on the class, so the hooks that a Machine
     created inside ``patched()`` registers call the timed versions; dbgvm's code is unchanged."""
 
-    WRAPPED = ("_on_intr", "_on_invalid", "_on_in", "_on_out", "_on_cpuid", "_on_sysenter",
-               "_boundary", "_after_protected_write")
+    # (class, method): the handlers timed, by the name _classify knows them by
+    WRAPPED = ((Machine, "_on_intr"), (Machine, "_on_invalid"), (PortIo, "on_in"),
+               (PortIo, "on_out"), (InstructionHooks, "on_cpuid"),
+               (InstructionHooks, "on_sysenter"), (Machine, "_boundary"),
+               (Paging, "after_protected_write"))
     KINDS = (EventKind.TRAP, EventKind.PT, EventKind.IRQ)
 
     def __init__(self) -> None:
@@ -494,11 +500,11 @@ class TrapProfile:
 
     def _classify(self, method: str, machine: Machine, args: tuple, events: list[Event],
                   after_steps: int) -> tuple[str | None, str]:
-        if method in ("_on_in", "_on_out"):
-            return ("in" if method == "_on_in" else "out"), "port I/O"
-        if method == "_on_cpuid":
+        if method in ("on_in", "on_out"):
+            return ("in" if method == "on_in" else "out"), "port I/O"
+        if method == "on_cpuid":
             return "cpuid", "emulated"
-        if method == "_after_protected_write":
+        if method == "after_protected_write":
             return "page-table write: zap, re-protect", "page faults"
         if method == "_boundary":
             irq = any(e.kind is EventKind.IRQ for e in events)
@@ -507,7 +513,7 @@ class TrapProfile:
         if traps:
             return self._trap_kind(traps[-1])
         if method == "_on_intr" and args[1] == Vector.PF:
-            if len(machine._after_step) > after_steps:
+            if len(machine.after_step) > after_steps:
                 return "#PF page-table write (let through)", "page faults"
             if any(e.kind is EventKind.PT and e.fields["op"] == "fill" for e in events):
                 return "#PF shadow fill", "page faults"
@@ -521,13 +527,14 @@ class TrapProfile:
     def _timed(self, method: str, original: Callable) -> Callable:
         clock = time.perf_counter_ns
 
-        def timed(machine: Machine, *args: object) -> object:
+        def timed(part: object, *args: object) -> object:
+            machine = part if isinstance(part, Machine) else part._m   # a part's owner
             outer, events = self._current, []
             self._current = events
-            after_steps = len(machine._after_step)
+            after_steps = len(machine.after_step)
             start = clock()
             try:
-                return original(machine, *args)
+                return original(part, *args)
             finally:
                 elapsed = clock() - start
                 self._current = outer
@@ -537,14 +544,14 @@ class TrapProfile:
 
     @contextmanager
     def patched(self) -> Iterator[None]:
-        originals = {name: getattr(Machine, name) for name in self.WRAPPED}
+        originals = {(cls, name): getattr(cls, name) for cls, name in self.WRAPPED}
         try:
-            for name, original in originals.items():
-                setattr(Machine, name, self._timed(name, original))
+            for (cls, name), original in originals.items():
+                setattr(cls, name, self._timed(name, original))
             yield
         finally:
-            for name, original in originals.items():
-                setattr(Machine, name, original)
+            for (cls, name), original in originals.items():
+                setattr(cls, name, original)
 
     def attach(self, machine: Machine) -> Callable[[], None]:
         return machine.events.subscribe(self.KINDS, self.listen)
@@ -558,8 +565,8 @@ class TrapProfile:
         """What one `trap` event and one `pt` event cost the handler that emits it with this
         profile subscribed, over what the same emit costs with nobody listening (measured
         here, on this machine, now): sets trap_ns and other_ns."""
-        insn = next(machine._cs.disasm(b"\xfa", 0, 1))     # cli
-        emits = (lambda: machine._emit_trap(13, 0, insn, "emulate"),
+        insn = machine.decoder.disassemble_one(b"\xfa", 0)     # cli
+        emits = (lambda: machine.emit_trap(13, 0, insn, "emulate"),
                  lambda: machine._emit_pt("fill", 0, vaddr=0, paddr=0, perm="rw"))
         n = 2000
 

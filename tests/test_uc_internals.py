@@ -108,7 +108,7 @@ def test_latch_through_contexts_when_the_live_state_is_not_found(monkeypatch):
         from dbgvm.core.loader import load
         from dbgvm.core.machine import Machine
         machine = Machine()
-        assert machine._latch._through_context
+        assert machine.latch._through_context
         machine.load(load(build("archfaults"), machine.ram_size))
         assert machine.run(50_000_000).exit_status == 7     # as tests/test_core.py expects
     finally:

@@ -1,12 +1,13 @@
-"""Breakpoints, watchpoints and side-effect-free guest memory access for debuggers.
+"""Breakpoints and watchpoints, and the debugger's side-effect-free view of guest memory.
 
-Front ends (the gdb stub, the monitor) use these. Breakpoints are Unicorn exits managed by
-the machine (Machine._sync_exits says how they are kept safe under shadow paging): free while
-not hit, where per-address code hooks cost ~15% of guest speed each, hit or not.
+Front ends (the gdb stub, the monitor) use ``machine.debug``. A breakpoint is a Unicorn
+*exit*: checked in translated code, so free while not hit (code hooks are walked on every
+instruction: 100 cost 17x). ``sync_exits`` keeps the exits safe under shadow paging.
 
-A watchpoint is a ranged memory hook on the physical bytes the watched virtual range maps to
-when it is set; while any is set, every guest memory access takes Unicorn's slow path (~1.4x
-slower), so they cost only while they exist.
+A watchpoint (gdb's Z2-Z4) is a ranged memory hook on the physical bytes the watched virtual
+range maps to when it is set; while any is set, every guest memory access takes Unicorn's slow
+path (~1.4x slower), so they cost only while they exist. A hit ends the run after the
+accessing instruction (StopReason.WATCHPOINT, ``last_watch`` says where).
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
 
-from .faults import StopReason
-from .guest_paging import PageFault
+from .stops import StopReason
+from .memory import DebugError, GuestMemory, check_range
 
 if TYPE_CHECKING:
-    from .machine import Machine
+    from .cpu_context import MonitorContext
+
+__all__ = ["DebugError", "Debugger", "WatchHit", "WatchKind"]
 
 
 class WatchKind(str, enum.Enum):
@@ -35,71 +38,113 @@ class WatchHit:
     vaddr: int          # the watched address the access touched
 
 
-class DebugError(ValueError):
-    """A debugger request that cannot be carried out (the message says why)."""
-
-
 class Debugger:
-    def __init__(self, machine: "Machine") -> None:
-        self._m = machine
+    def __init__(self, owner: "MonitorContext", memory: GuestMemory) -> None:
+        self._m = owner
+        self._memory = memory
+        self._breakpoints: frozenset[int] = frozenset()
+        self._exits: frozenset[int] = frozenset()      # what Unicorn holds now
+        self._bp_hooks: dict[int, int] = {}
+        self.skip_exit: int | None = None      # the breakpoint being stepped off
+        self._reported: tuple[int, int] | None = None   # (eip, icount) of a reported breakpoint
         self._watchpoints: dict[tuple[int, int, WatchKind], list[int]] = {}
         self.last_watch: WatchHit | None = None
 
-    # -- memory ---------------------------------------------------------------------------
+    # -- memory (memory.py) -----------------------------------------------------------------
     def translate(self, vaddr: int) -> int | None:
         """Guest-physical address of a guest-virtual one, without touching A/D bits."""
-        t = self._m.mmu.guest_walk(vaddr, False, False)
-        if isinstance(t, PageFault) or t.paddr >= self._m.ram_size:
-            return None
-        return t.paddr
-
-    @staticmethod
-    def _check_range(vaddr: int, size: int) -> None:
-        """A 32-bit guest has no address at or above 4 GiB: never wrap one to a low address."""
-        if vaddr < 0 or size < 0 or vaddr + size > 1 << 32:
-            raise DebugError(f"address range {vaddr:#x}+{size} is outside the 32-bit address "
-                             "space")
-
-    def _pieces(self, vaddr: int, size: int):
-        self._check_range(vaddr, size)
-        done = 0
-        while done < size:
-            addr = vaddr + done
-            chunk = min(size - done, 0x1000 - (addr & 0xFFF))
-            paddr = self.translate(addr)
-            if paddr is None or paddr + chunk > self._m.ram_size:
-                raise DebugError(f"virtual address {addr:#x} is not mapped")
-            yield paddr, done, chunk
-            done += chunk
+        return self._memory.translate(vaddr)
 
     def read_virtual(self, vaddr: int, size: int) -> bytes:
-        out = bytearray()
-        for paddr, _, chunk in self._pieces(vaddr, size):
-            out += self._m.ram[paddr:paddr + chunk]
-        return bytes(out)
+        return self._memory.read_virtual(vaddr, size)
 
     def write_virtual(self, vaddr: int, data: bytes) -> None:
-        for paddr, offset, chunk in list(self._pieces(vaddr, len(data))):
-            self._m.write_physical(paddr, data[offset:offset + chunk])
+        self._memory.write_virtual(vaddr, data)
 
     # -- breakpoints ----------------------------------------------------------------------
     @property
     def breakpoints(self) -> list[int]:
-        return sorted(self._m.breakpoints)
+        return sorted(self._breakpoints)
+
+    @property
+    def breakpoint_set(self) -> frozenset[int]:
+        return self._breakpoints
+
+    @property
+    def armed(self) -> frozenset[int]:
+        """The breakpoints Unicorn holds as exits now (those whose page is mapped)."""
+        return self._exits
 
     def add_breakpoint(self, addr: int) -> None:
-        self._check_range(addr, 1)
-        self._m.set_breakpoints(self._m.breakpoints | {addr})
+        check_range(addr, 1)
+        self.set_breakpoints(self._breakpoints | {addr})
 
     def remove_breakpoint(self, addr: int) -> bool:
-        if addr not in self._m.breakpoints:
+        if addr not in self._breakpoints:
             return False
-        self._m.set_breakpoints(self._m.breakpoints - {addr})
+        self.set_breakpoints(self._breakpoints - {addr})
         return True
+
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """Stop before executing any of these linear addresses (see sync_exits)."""
+        self._breakpoints = addresses
+        self.sync_exits()
+
+    def sync_exits(self) -> None:
+        """Breakpoints are Unicorn *exits*. But at the end of each emu_start Unicorn
+        translates every exit, and the byte before it, through the current page tables, and
+        corrupts its exception state if that faults. So Unicorn only ever holds the
+        breakpoints whose pages the current shadow root maps; this is re-synced before each
+        quantum and whenever a hook changes the shadow, and a breakpoint page filled later
+        gets its exit then. A breakpoint whose page is mapped but whose previous page is not
+        (the first byte of a page) gets a ranged code hook instead."""
+        if not self._breakpoints and not self._exits and not self._bp_hooks:
+            return
+        m = self._m
+        ring3 = m.vcpu.cpl == 3
+        shadow_entry = m.mmu.shadow_entry
+
+        def mapped(addr: int) -> bool:
+            entry = shadow_entry(addr & 0xFFFFFFFF, ring3)
+            return entry is not None and bool(entry & 1)
+        live = [bp for bp in self._breakpoints if bp != self.skip_exit and mapped(bp)]
+        wanted = frozenset(bp for bp in live if mapped(bp - 1))
+        # a breakpoint on the first byte of a page whose previous page is not mapped cannot
+        # be an exit: it gets a code hook ranged to its address instead
+        hooked = frozenset(live) - wanted
+        changed = wanted != self._exits or hooked != frozenset(self._bp_hooks)
+        uc = m.uc
+        for bp in frozenset(self._bp_hooks) - hooked:
+            uc.hook_del(self._bp_hooks.pop(bp))
+        for bp in hooked - frozenset(self._bp_hooks):
+            self._bp_hooks[bp] = uc.hook_add(UC_HOOK_CODE, self._on_hooked_breakpoint,
+                                             None, bp, bp)
+        if wanted != self._exits:
+            self._exits = wanted
+            uc.ctl_set_exits(sorted(wanted))
+        if changed:
+            uc.ctl_flush_tb()      # exits and hooks only reach code translated after
+
+    def exits_lost(self) -> None:
+        """Unicorn's exits are unknown (a snapshot's CPU context was restored): set them again."""
+        self._exits = frozenset({-1})
+        self.sync_exits()
+
+    def _on_hooked_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if address != self.skip_exit:
+            self._m.breakpoint_hit(address)
+
+    def report_here(self, eip: int, icount: int) -> None:
+        """The debugger has reported the breakpoint at ``eip``: resuming runs it instead of
+        stopping there again."""
+        self._reported = (eip, icount)
+
+    def reported(self, eip: int, icount: int) -> bool:
+        return self._reported == (eip, icount)
 
     # -- watchpoints ----------------------------------------------------------------------
     def add_watchpoint(self, vaddr: int, length: int, kind: WatchKind) -> None:
-        self._check_range(vaddr, length)
+        check_range(vaddr, length)
         if length <= 0:
             raise DebugError(f"a watchpoint needs a positive length, not {length}")
         key = (vaddr, length, kind)
@@ -108,7 +153,7 @@ class Debugger:
         types = {WatchKind.WRITE: UC_HOOK_MEM_WRITE, WatchKind.READ: UC_HOOK_MEM_READ,
                  WatchKind.ACCESS: UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}[kind]
         hooks = []
-        for paddr, offset, chunk in self._pieces(vaddr, length):
+        for paddr, offset, chunk in self._memory.debug_pieces(vaddr, length):
             hooks.append(self._m.uc.hook_add(types, self._on_access, (vaddr + offset, kind, paddr),
                                              paddr, paddr + chunk - 1))
         self._watchpoints[key] = hooks

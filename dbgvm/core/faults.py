@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import enum
 
+from .stops import StopReason
+
+__all__ = ["HAS_ERROR_CODE", "GuestFault", "GuestStop", "StopReason", "Vector"]
+
 
 class Vector(enum.IntEnum):
     DE = 0
@@ -35,26 +39,6 @@ class GuestFault(Exception):
         self.vector = vector
         self.error_code = error_code
         self.cr2 = cr2
-
-
-class StopReason(str, enum.Enum):
-    DEBUG_EXIT = "debug-exit"
-    HALTED = "halted"
-    MAX_INSNS = "max-insns"
-    UNSUPPORTED = "unsupported"
-    TRIPLE_FAULT = "triple-fault"      # exit status 0, as QEMU's -no-reboot: a guest reset
-    DOUBLE_FAULT = "double-fault"      # a #DF whose IDT entry is a task gate (Linux's)
-    BAD_MEMORY = "bad-memory"
-    MONITOR_ERROR = "monitor-error"
-    BREAKPOINT = "breakpoint"
-    WATCHPOINT = "watchpoint"
-    STEP = "step"
-    CATCH = "catch"
-    REQUESTED = "requested"
-    POWEROFF = "poweroff"
-    TIME_SLICE = "time-slice"
-    HISTORY_START = "history-start"     # replay: reverse execution reached the recorded start
-    HISTORY_END = "history-end"         # replay: forward execution reached the recorded end
 
 
 class GuestStop(Exception):

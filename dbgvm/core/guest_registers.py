@@ -15,7 +15,7 @@ from .faults import GuestFault, GuestStop
 from .vcpu import EFLAGS_FIXED, EFLAGS_IF, EFLAGS_IOPL
 
 if TYPE_CHECKING:
-    from .machine import Machine
+    from .cpu_context import CpuContext
 
 _GPR = {name: getattr(X, f"UC_X86_REG_{name.upper()}")
         for name in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip")}
@@ -31,22 +31,22 @@ class RegisterError(ValueError):
     """The register does not exist or cannot take that value (the message says why)."""
 
 
-def _st_read(m: "Machine", reg: int) -> int:
+def _st_read(m: "CpuContext", reg: int) -> int:
     mantissa, exponent = m.uc.reg_read(reg)
     return (exponent & 0xFFFF) << 64 | mantissa
 
 
-def _st_write(m: "Machine", reg: int, value: int) -> None:
+def _st_write(m: "CpuContext", reg: int, value: int) -> None:
     m.uc.reg_write(reg, (value & (1 << 64) - 1, (value >> 64) & 0xFFFF))
 
 
-def _table_reg(m: "Machine", name: str) -> int:
+def _table_reg(m: "CpuContext", name: str) -> int:
     table, part = name.split("_")
     reg = getattr(m.vcpu, table)
     return reg.base if part == "base" else reg.limit
 
 
-READERS: dict[str, Callable[["Machine"], int]] = {
+READERS: dict[str, Callable[["CpuContext"], int]] = {
     **{name: (lambda m, r=reg: m.regs.read(r)) for name, reg in _GPR.items()},
     "eflags": lambda m: m.vcpu.guest_eflags(m.regs.read(X.UC_X86_REG_EFLAGS)),
     "cs": lambda m: (m.regs.read(X.UC_X86_REG_CS) & ~3) | m.vcpu.cpl,
@@ -67,7 +67,7 @@ READERS: dict[str, Callable[["Machine"], int]] = {
 }
 
 
-def _write_cs_ss(m: "Machine", name: str, selector: int) -> None:
+def _write_cs_ss(m: "CpuContext", name: str, selector: int) -> None:
     """Load another code/stack segment at the same virtual privilege level."""
     if selector == read_register(m, name):
         return
@@ -83,14 +83,14 @@ def _write_cs_ss(m: "Machine", name: str, selector: int) -> None:
     m.regs.write(X.UC_X86_REG_CS if name == "cs" else X.UC_X86_REG_SS, selector | 3)
 
 
-def read_register(m: "Machine", name: str) -> int:
+def read_register(m: "CpuContext", name: str) -> int:
     try:
         return READERS[name](m)
     except KeyError:
         raise RegisterError(f"no register named {name!r}") from None
 
 
-def write_register(m: "Machine", name: str, value: int) -> None:
+def write_register(m: "CpuContext", name: str, value: int) -> None:
     """Change a register as the guest sees it; RegisterError when that cannot be done."""
     try:
         if name in _GPR:

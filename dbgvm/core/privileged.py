@@ -18,12 +18,14 @@ from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, U
                                UC_X86_REG_ESP, UC_X86_REG_SS)
 
 from .descriptors import Descriptor, SystemType
-from .delivery import stack_segment, emulate_iret, emulate_retf
-from .faults import GuestFault, GuestStop, StopReason, Vector
+from .delivery import stack_segment
+from .faults import GuestFault, GuestStop, Vector
+from .stops import StopReason
+from .returns import emulate_iret, emulate_retf
 from .vcpu import CR0_PE, CR0_TS, CR4_TSD, EFLAGS_RF, EFLAGS_VM
 
 if TYPE_CHECKING:
-    from .machine import Machine
+    from .cpu_context import CpuContext
 
 # MSRs a guest may use (others give #GP, as on a CPU without them).
 MSR_TSC = 0x10
@@ -46,14 +48,14 @@ class Emulated:
     NOT_SENSITIVE = None
 
 
-Handler = Callable[["Machine", CsInsn], "bool | None"]
+Handler = Callable[["CpuContext", CsInsn], "bool | None"]
 
 
 def uc_reg(insn: CsInsn, reg: int) -> int:
     return _UC_REGS[insn.reg_name(reg)]
 
 
-def effective_address(m: "Machine", insn: CsInsn, op) -> int:
+def effective_address(m: "CpuContext", insn: CsInsn, op) -> int:
     """Linear address of a memory operand (segment base + base + index*scale + disp)."""
     mem = op.mem
     addr = mem.disp
@@ -70,7 +72,7 @@ def effective_address(m: "Machine", insn: CsInsn, op) -> int:
     return (m.tables.base_of(m.regs.read(seg_reg)) + addr) & 0xFFFFFFFF
 
 
-def _source_value(m: "Machine", insn: CsInsn, op, size: int) -> int:
+def _source_value(m: "CpuContext", insn: CsInsn, op, size: int) -> int:
     if op.type == X86_OP_REG:
         return m.regs.read(uc_reg(insn, op.reg))
     if op.type == X86_OP_IMM:
@@ -79,20 +81,20 @@ def _source_value(m: "Machine", insn: CsInsn, op, size: int) -> int:
     return int.from_bytes(data, "little")
 
 
-def _require_ring0(m: "Machine") -> None:
+def _require_ring0(m: "CpuContext") -> None:
     if m.vcpu.cpl != 0:
         raise GuestFault(Vector.GP, 0)
 
 
 # -- interrupt flag and halting -----------------------------------------------------------
-def _cli(m: "Machine", insn: CsInsn) -> bool:
+def _cli(m: "CpuContext", insn: CsInsn) -> bool:
     if m.vcpu.cpl > m.vcpu.iopl:
         raise GuestFault(Vector.GP, 0)
     m.set_vif(False, "cli")
     return Emulated.NEXT
 
 
-def _sti(m: "Machine", insn: CsInsn) -> bool:
+def _sti(m: "CpuContext", insn: CsInsn) -> bool:
     if m.vcpu.cpl > m.vcpu.iopl:
         raise GuestFault(Vector.GP, 0)
     if not m.vcpu.vif:
@@ -101,14 +103,14 @@ def _sti(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def _hlt(m: "Machine", insn: CsInsn) -> bool:
+def _hlt(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     m.halt()
     return Emulated.NEXT
 
 
 # -- control registers ----------------------------------------------------------------------
-def _mov(m: "Machine", insn: CsInsn) -> bool | None:
+def _mov(m: "CpuContext", insn: CsInsn) -> bool | None:
     dst, src = insn.operands
     if dst.type == X86_OP_REG and insn.reg_name(dst.reg) in ("ss",):
         selector = _source_value(m, insn, src, 2) & 0xFFFF
@@ -130,13 +132,13 @@ def _mov(m: "Machine", insn: CsInsn) -> bool | None:
     return Emulated.NEXT
 
 
-def _clts(m: "Machine", insn: CsInsn) -> bool:
+def _clts(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     m.write_cr(0, m.vcpu.cr0 & ~CR0_TS)
     return Emulated.NEXT
 
 
-def _lmsw(m: "Machine", insn: CsInsn) -> bool:
+def _lmsw(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     value = _source_value(m, insn, insn.operands[0], 2)
     # LMSW sets PE (never clears it) and MP, EM, TS.
@@ -144,19 +146,19 @@ def _lmsw(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def _invlpg(m: "Machine", insn: CsInsn) -> bool:
+def _invlpg(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     m.invlpg(effective_address(m, insn, insn.operands[0]))
     return Emulated.NEXT
 
 
-def _nop_cache(m: "Machine", insn: CsInsn) -> bool:
+def _nop_cache(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     return Emulated.NEXT
 
 
 # -- descriptor tables ----------------------------------------------------------------------
-def _table_operand(m: "Machine", insn: CsInsn) -> tuple[int, int]:
+def _table_operand(m: "CpuContext", insn: CsInsn) -> tuple[int, int]:
     op = insn.operands[0]
     if op.type != X86_OP_MEM:
         raise GuestFault(Vector.UD)
@@ -164,7 +166,7 @@ def _table_operand(m: "Machine", insn: CsInsn) -> tuple[int, int]:
     return base, limit
 
 
-def _lgdt(m: "Machine", insn: CsInsn) -> bool:
+def _lgdt(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     base, limit = _table_operand(m, insn)
     m.vcpu.gdtr.base, m.vcpu.gdtr.limit = base, limit
@@ -173,14 +175,14 @@ def _lgdt(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def _lidt(m: "Machine", insn: CsInsn) -> bool:
+def _lidt(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     base, limit = _table_operand(m, insn)
     m.vcpu.idtr.base, m.vcpu.idtr.limit = base, limit
     return Emulated.NEXT
 
 
-def _system_descriptor(m: "Machine", selector: int, kinds: tuple[SystemType, ...]) -> Descriptor:
+def _system_descriptor(m: "CpuContext", selector: int, kinds: tuple[SystemType, ...]) -> Descriptor:
     if selector & 4:
         raise GuestFault(Vector.GP, selector & 0xFFFC)
     desc = m.tables.descriptor(selector)
@@ -191,7 +193,7 @@ def _system_descriptor(m: "Machine", selector: int, kinds: tuple[SystemType, ...
     return desc
 
 
-def _lldt(m: "Machine", insn: CsInsn) -> bool:
+def _lldt(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     selector = _source_value(m, insn, insn.operands[0], 2) & 0xFFFF
     if selector & 0xFFFC == 0:
@@ -206,7 +208,7 @@ def _lldt(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def _ltr(m: "Machine", insn: CsInsn) -> bool:
+def _ltr(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     selector = _source_value(m, insn, insn.operands[0], 2) & 0xFFFF
     if selector & 0xFFFC == 0:
@@ -222,13 +224,13 @@ def _ltr(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def load_ss(m: "Machine", selector: int) -> None:
+def load_ss(m: "CpuContext", selector: int) -> None:
     """MOV/POP/LSS to SS at virtual CPL 0: RPL 0 selectors fault at real CPL 3."""
     stack_segment(m, selector, m.vcpu.cpl, Vector.GP)
     m.regs.write(UC_X86_REG_SS, selector | 3)
 
 
-def _pop(m: "Machine", insn: CsInsn) -> bool | None:
+def _pop(m: "CpuContext", insn: CsInsn) -> bool | None:
     op = insn.operands[0]
     if op.type != X86_OP_REG or insn.reg_name(op.reg) != "ss":
         return Emulated.NOT_SENSITIVE
@@ -240,7 +242,7 @@ def _pop(m: "Machine", insn: CsInsn) -> bool | None:
     return Emulated.NEXT
 
 
-def _lss(m: "Machine", insn: CsInsn) -> bool:
+def _lss(m: "CpuContext", insn: CsInsn) -> bool:
     dst, src = insn.operands
     offset, selector = struct.unpack("<IH", m.read_linear(effective_address(m, insn, src), 6))
     load_ss(m, selector)
@@ -249,21 +251,21 @@ def _lss(m: "Machine", insn: CsInsn) -> bool:
 
 
 # -- returns --------------------------------------------------------------------------------
-def _iret(m: "Machine", insn: CsInsn) -> bool:
+def _iret(m: "CpuContext", insn: CsInsn) -> bool:
     if insn.mnemonic != "iretd":
         raise GuestStop(StopReason.UNSUPPORTED, f"{insn.mnemonic} (16-bit IRET) is not supported")
     emulate_iret(m)
     return Emulated.JUMPED
 
 
-def _retf(m: "Machine", insn: CsInsn) -> bool:
+def _retf(m: "CpuContext", insn: CsInsn) -> bool:
     extra = insn.operands[0].imm if insn.operands else 0
     emulate_retf(m, extra, 2 if insn.prefix[2] == 0x66 else 4)
     return Emulated.JUMPED
 
 
 # -- model-specific registers and time ------------------------------------------------------
-def _rdtsc(m: "Machine", insn: CsInsn) -> bool:
+def _rdtsc(m: "CpuContext", insn: CsInsn) -> bool:
     if m.vcpu.cr4 & CR4_TSD and m.vcpu.cpl != 0:
         raise GuestFault(Vector.GP, 0)
     tsc = m.read_tsc()
@@ -272,7 +274,7 @@ def _rdtsc(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def _rdmsr(m: "Machine", insn: CsInsn) -> bool:
+def _rdmsr(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     index = m.regs.read(UC_X86_REG_ECX)
     if index == MSR_TSC:
@@ -286,7 +288,7 @@ def _rdmsr(m: "Machine", insn: CsInsn) -> bool:
     return Emulated.NEXT
 
 
-def _wrmsr(m: "Machine", insn: CsInsn) -> bool:
+def _wrmsr(m: "CpuContext", insn: CsInsn) -> bool:
     _require_ring0(m)
     index = m.regs.read(UC_X86_REG_ECX)
     value = m.regs.read(UC_X86_REG_EAX) | m.regs.read(UC_X86_REG_EDX) << 32
@@ -297,7 +299,7 @@ def _wrmsr(m: "Machine", insn: CsInsn) -> bool:
 
 
 # -- fast system calls ---------------------------------------------------------------------
-def sysenter(m: "Machine") -> None:
+def sysenter(m: "CpuContext") -> None:
     """SYSENTER (SDM vol. 2B): to virtual ring 0 at SYSENTER_CS:SYSENTER_EIP, stack
     SYSENTER_CS+8:SYSENTER_ESP, IF cleared. Unicorn 2.1.4 does nothing for it but move EIP
     past it, so the monitor does it all (the vDSO's __kernel_vsyscall uses it)."""
@@ -314,7 +316,7 @@ def sysenter(m: "Machine") -> None:
     m.regs.write(x86_const.UC_X86_REG_EFLAGS, flags & ~(EFLAGS_VM | EFLAGS_RF))
 
 
-def _sysexit(m: "Machine", insn: CsInsn) -> bool:
+def _sysexit(m: "CpuContext", insn: CsInsn) -> bool:
     """SYSEXIT: to virtual ring 3 at SYSENTER_CS+16:EDX, stack SYSENTER_CS+24:ECX."""
     _require_ring0(m)
     cs = m.vcpu.msrs.get(MSR_SYSENTER_CS, 0) & 0xFFFC
@@ -346,7 +348,7 @@ CPUID_LEAVES: dict[int, tuple[int, int, int, int]] = {
 }
 
 
-def cpuid(m: "Machine") -> None:
+def cpuid(m: "CpuContext") -> None:
     leaf = m.regs.read(UC_X86_REG_EAX)
     eax, ebx, ecx, edx = CPUID_LEAVES.get(leaf, (0, 0, 0, 0))
     for reg, value in ((UC_X86_REG_EAX, eax), (UC_X86_REG_EBX, ebx), (UC_X86_REG_ECX, ecx),
