@@ -5,11 +5,13 @@ the same machine from the same kernel, command line and initrd.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .board.board import Board
 from .core.loader import BootImage, LoadError, Module, load
 from .linux.boot import is_linux_kernel, load_linux
+from .linux.syscalls import I386_SYSCALLS
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Boot:
     image: BootImage
     board: Board | None
     banner: str | None
+    syscall_names: Mapping[int, str] = field(default_factory=dict)   # for `syscall` events
 
 
 def prepare_boot(kernel: str, append: str, modules: tuple[Module, ...], ram_mb: int,
@@ -33,7 +36,7 @@ def prepare_boot(kernel: str, append: str, modules: tuple[Module, ...], ram_mb: 
         linux = load_linux(kernel, ram_mb << 20, append, initrd.data if initrd else None,
                            initrd_name=initrd.path if initrd else "initrd",
                            boot_decompressor=boot_decompressor, data=data)
-        return Boot(linux.image, Board(), linux.describe())
+        return Boot(linux.image, Board(), linux.describe(), I386_SYSCALLS)
     if boot_decompressor:
         raise LoadError(f"{kernel}: --boot-decompressor needs a Linux bzImage")
     return Boot(load(kernel, ram_mb << 20, append, modules, data=data), None, None)

@@ -484,7 +484,8 @@ def _run(args: argparse.Namespace, err: TextIO, outputs: Outputs, opened: list,
             print(f"dbgvm: {boot.banner}", file=err)
         pcap = PcapWriter(outputs.open("--pcap", args.pcap)) if args.pcap else None
         domains = Domains(boot.image, args.vms, DomainConfig(
-            args.m, args.disk, args.disk_writable, board=boot.board, rtc_start=rtc_start),
+            args.m, args.disk, args.disk_writable, board=boot.board, rtc_start=rtc_start,
+            syscall_names=boot.syscall_names),
                           console.write, pcap=pcap, notify=lambda t: print(
                               f"dbgvm: {t}", file=err))
         out = io.TextIOWrapper(outputs.open("--trace-out", args.trace_out),

@@ -10,8 +10,8 @@ powers off or dies is reported and retired.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .board.board import AttachedDevices, Board, attach
@@ -81,6 +81,7 @@ class DomainConfig:
     # the PC devices of a board (a Linux kernel needs them); None: only the core's
     board: Board | None = None
     rtc_start: int = 0          # Unix seconds the RTC reads at virtual time 0
+    syscall_names: Mapping[int, str] = field(default_factory=dict)   # Linux: the i386 table
 
 
 class Domains:
@@ -114,6 +115,7 @@ class Domains:
         machine = Machine(ram_mb=config.ram_mb,
                           console=lambda data, i=index: console_sink(i, data))
         machine.load(image)
+        machine.syscalls.names = config.syscall_names
         console = ConsoleDevice(lambda data, i=index: console_sink(i, data))
         devices: list[Device] = [SystemDevice(machine.power_off), console]
         block = BlockDevice(config.disk, config.disk_writable) if config.disk else None

@@ -43,7 +43,8 @@ class LinuxVM:
         self.banner = boot.banner
         self.output = bytearray()
         self.domains = Domains(boot.image, 1, DomainConfig(ram_mb, board=boot.board,
-                                                           rtc_start=RTC_BASE),
+                                                           rtc_start=RTC_BASE,
+                                                           syscall_names=boot.syscall_names),
                                lambda vm, data: self.output.extend(data))
         self.machine: Machine = self.domains.machines[0]
         self.stop: Stop | None = None

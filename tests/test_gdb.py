@@ -158,7 +158,7 @@ def test_guest_exit_is_reported_as_process_exit(session):
 
 def test_monitor_commands_through_gdb(session):
     gdb, _, sym = session
-    assert "catch vif" in gdb.console("monitor help")
+    assert "catch [vif|trap|irq|pt|desc|hal|syscall [ARG]]" in gdb.console("monitor help")
     assert "event breakpoint 1" in gdb.console("monitor catch vif")
     stop = gdb.run("-exec-continue")
     assert stop.get("signal-name") == "SIGTRAP"

@@ -169,9 +169,13 @@ class Console:
         left = self.deadline - time.monotonic()
         if left <= 0:
             return False
-        ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 5))
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], min(left, 5))
         if ready:
-            data = self.proc.stdout.read()
+            try:
+                data = os.read(fd, 1 << 16)        # the raw pipe: b"" only at its end
+            except BlockingIOError:
+                return True
             if not data:
                 return False
             self.output += data

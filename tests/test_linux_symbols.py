@@ -17,6 +17,7 @@ import time
 import pytest
 from linux_fixtures import LinuxVM
 
+from dbgvm.core.events import EventKind
 from dbgvm.linux import kallsyms
 from dbgvm.linux.boot import load_linux
 from dbgvm.linux.bzimage import parse_setup_header, unpack
@@ -193,3 +194,30 @@ def test_the_running_kernel_s_proc_kallsyms_agrees(guest, linux_kernel):
     for name in NAMED:
         assert any(line.startswith(f"{symbols[name]:08x} ") and line.endswith(f" {name}\n")
                    for line in lines), name
+
+
+def test_catch_syscall_execve_stops_when_busybox_runs_a_command(guest):
+    """System calls as events: the shell's execve of a command is caught at its entry, named
+    from the i386 table, with its arguments (EBX: the path, in the caller's memory)."""
+    guest.boot()
+    mon = guest.monitor
+    events = []
+    unsubscribe = guest.machine.events.subscribe({EventKind.SYSCALL}, events.append)
+    try:
+        assert mon.run("catch syscall execve") == "event breakpoint 3: catch syscall execve\n"
+        guest.domains.console_input(0, b"/bin/uname -r\n")
+        out = mon.run("continue")
+    finally:
+        unsubscribe()
+    mon.run("uncatch")
+    entry = [e for e in events if e.fields["op"] == "entry"][-1]
+    assert entry.fields["name"] == "execve" and entry.fields["nr"] == 11
+    assert entry.fields["via"] in ("int 0x80", "sysenter")
+    path = guest.machine.debug.read_virtual(entry.fields["args"][0], 12)
+    assert path == b"/bin/uname\0\0"[:12] or path.startswith(b"/bin/uname\0"), path
+    assert out.startswith("event breakpoint 3: syscall ") and " execve(0x" in out
+    # the stop is in the kernel, right after the gate: virtual CPL 0
+    assert guest.machine.vcpu.cpl == 0
+    # other calls of the shell returned with results: e.g. write of the echoed characters
+    assert any(e.fields["op"] == "exit" and isinstance(e.fields["result"], int)
+               for e in events)

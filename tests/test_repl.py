@@ -118,7 +118,7 @@ def test_completer_offers_what_the_grammar_accepts():
     def complete(text):
         return [c.text for c in completer.get_completions(Document(text), None)]
     assert complete("ca") == ["catch"]
-    assert complete("catch ") == ["vif", "trap", "irq", "pt", "desc", "hal"]
+    assert complete("catch ") == ["vif", "trap", "irq", "pt", "desc", "hal", "syscall"]
     assert complete("catch pt f") == ["fill", "flush"]
     assert sorted(complete("trace on vif,i")) == ["io", "irq"]
     assert complete("x/4x $ea") == ["$eax"]

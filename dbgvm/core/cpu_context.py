@@ -64,6 +64,7 @@ class CpuContext(Protocol):
     def set_cpl(self, cpl: int) -> None: ...
     def interrupt_shadow(self) -> None: ...
     def halt(self) -> None: ...
+    def returned_to_user(self) -> None: ...
 
 
 class MonitorContext(CpuContext, Protocol):
@@ -79,6 +80,8 @@ class MonitorContext(CpuContext, Protocol):
     restarts: int                     # restarted instructions in this quantum (counted twice)
     trap_counted: bool                # whether Unicorn counted the trapping instruction
     after_step: list[Callable[[], None]]
+
+    def syscall_entered(self, via: str) -> None: ...
 
     describe_insn: Callable[[int], str]
     decode: Callable[[int], CsInsn]

@@ -23,6 +23,7 @@ class EventKind(str, enum.Enum):
     DESC = "desc"
     PT = "pt"
     HAL = "hal"
+    SYSCALL = "syscall"
     STOP = "stop"
 
 
@@ -54,6 +55,8 @@ class Event:
 
     def describe(self) -> str:
         """One human-readable line, as ``--trace`` prints it."""
+        if self.kind is EventKind.SYSCALL:
+            return self._describe_syscall()
         parts = []
         for key, value in self.fields.items():
             if isinstance(value, int) and not isinstance(value, bool) and key not in (
@@ -63,6 +66,18 @@ class Event:
             else:
                 parts.append(f"{key}={value}")
         return f"[{self.icount:>10}] {self.kind.value:<5} eip={self.eip:#010x} " + " ".join(parts)
+
+
+    def _describe_syscall(self) -> str:
+        """strace's form: ``openat(0xffffff9c, 0x80c1234, ...)`` on entry, ``openat = 3`` on
+        return, with the process's address space (its virtual CR3)."""
+        f = self.fields
+        name = f.get("name") or f"syscall_{f.get('nr')}"
+        head = f"[{self.icount:>10}] syscall eip={self.eip:#010x} cr3={f.get('cr3', 0):#010x} "
+        if f.get("op") == "entry":
+            args = ", ".join("?" if a is None else f"{a:#x}" for a in f.get("args", ()))
+            return f"{head}{name}({args})  [{f.get('via')}]"
+        return f"{head}{name} = {f.get('result')}"
 
 
 _encode_string = json.encoder.encode_basestring_ascii   # what json.dumps uses for str

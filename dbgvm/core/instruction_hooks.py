@@ -39,6 +39,8 @@ class InstructionHooks:
         try:
             insn = m.decode(eip)
             try:
+                if m.vcpu.cpl == 3:
+                    m.syscall_entered("sysenter")
                 privileged.sysenter(m)
                 m.emit_trap(SYSENTER_VECTOR, eip, insn, "emulate")
             except GuestFault as fault:

@@ -18,7 +18,9 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_IN
                      UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT,
                                UC_X86_INS_SYSENTER, UC_X86_REG_CR3, UC_X86_REG_EAX,
-                               UC_X86_REG_EBX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP)
+                               UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI,
+                               UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP,
+                               UC_X86_REG_ESI, UC_X86_REG_ESP, UC_X86_REG_SS)
 
 from .clock import VirtualClock
 from .debug import Debugger
@@ -45,6 +47,7 @@ from .port_io import PortIo
 from .ring3 import TABLES, enter_ring3
 from .segments import SegmentTables
 from .snapshot import Part, SnapshotStore
+from .syscalls import SyscallTracker
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
 from .vcpu import EFLAGS_IF, GuestRegisters, VirtualCpu
 
@@ -53,6 +56,9 @@ QUANTUM = 1 << 20
 MAX_RAM_MB = 3072
 MAX_FILLS_PER_INSN = 8   # code pages, data pages and a stack page of one instruction, at most
 
+SYSCALL_VECTOR = 0x80      # INT 0x80: the i386 system-call gate
+_SYSCALL_ARGS = (UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_ESI, UC_X86_REG_EDI,
+                 UC_X86_REG_EBP)
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
 
 
@@ -69,6 +75,7 @@ class Machine:
         self._counter = InstructionCounter(uc, layout)
 
         self.events = EventBus()
+        self.syscalls = SyscallTracker(self.emit_at, self.events.wants)
         self.vcpu = VirtualCpu()
         self.icount = 0
         self.trap_eip = 0
@@ -179,6 +186,27 @@ class Machine:
         if self.events.wants(kind):
             self.events.publish(Event(self.current_icount(), kind, eip, fields))
 
+    def syscall_entered(self, via: str) -> None:
+        """A user process calls its kernel (INT 0x80, SYSENTER): EAX is the number, and the
+        arguments are in EBX, ECX, EDX, ESI, EDI, EBP (i386 ABI; through SYSENTER the vDSO
+        has pushed the sixth, EBP, at the user stack's top: None when it cannot be read)."""
+        read = self.regs.read
+        esp = read(UC_X86_REG_ESP)
+        args: list[int | None] = [read(r) for r in _SYSCALL_ARGS]
+        if via == "sysenter":
+            try:
+                stack = self.tables.base_of(read(UC_X86_REG_SS)) + esp
+                args[5] = int.from_bytes(self.read_linear(stack, 4), "little")
+            except (GuestFault, GuestStop):
+                args[5] = None
+        self.syscalls.entered(self.trap_eip, via, self.vcpu.cr3, esp, read(UC_X86_REG_EAX),
+                              args)
+
+    def returned_to_user(self) -> None:
+        """An IRET or SYSEXIT just made the virtual CPL 3: perhaps a system call's return."""
+        self.syscalls.returned(self.trap_eip, self.vcpu.cr3, self.regs.read(UC_X86_REG_ESP),
+                               self.regs.read(UC_X86_REG_EAX))
+
     def emit(self, kind: EventKind, **fields: object) -> None:
         """Publish an event from a device, at the instruction being handled."""
         self.emit_at(kind, self.trap_eip, **fields)
@@ -285,6 +313,8 @@ class Machine:
                 self.trap_eip = eip - length
                 self.emit_at(EventKind.TRAP, self.trap_eip, vector=intno,
                            insn=self.describe_insn(self.trap_eip), action="deliver")
+                if intno == SYSCALL_VECTOR and self.vcpu.cpl == 3:
+                    self.syscall_entered("int 0x80")
                 self.deliver_guarded(intno, eip, software=True)
             else:
                 self.trap_eip = eip
@@ -638,7 +668,8 @@ class Machine:
                      Part("clock", self.clock, everything_live),
                      Part("inputs", self.inputs, everything_live),
                      Part("pic", self.pic), Part("pit", self.pit), Part("mmu", self.mmu),
-                     Part("tables", self.tables)]
+                     Part("tables", self.tables),
+                     Part("syscalls", self.syscalls, frozenset({"_emit", "_wants", "names"}))]
             self._snapshots = SnapshotStore(self.uc, self.ram, self.hole,
                                             parts + self.state_parts, self._after_restore)
         return self._snapshots

@@ -327,6 +327,7 @@ def _sysexit(m: "CpuContext", insn: CsInsn) -> bool:
     m.regs.write(UC_X86_REG_SS, (cs + 24) | 3)
     m.regs.write(UC_X86_REG_ESP, m.regs.read(UC_X86_REG_ECX))
     m.regs.write(x86_const.UC_X86_REG_EIP, m.regs.read(UC_X86_REG_EDX))
+    m.returned_to_user()
     return Emulated.JUMPED
 
 

@@ -72,6 +72,8 @@ def _return(m: "CpuContext", new_eip: int, new_cs: int, popped: int, outer_at: i
         regs.write(UC_X86_REG_SS, outer[1])
         regs.write(UC_X86_REG_ESP, outer[0])
         _null_outer_data_segments(m)
+        if new_cpl == 3:
+            m.returned_to_user()
 
 
 def emulate_iret(m: "CpuContext") -> None:

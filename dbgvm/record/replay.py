@@ -194,7 +194,8 @@ class Replay:
             self.domains = Domains(boot.image, header["vms"],
                                    DomainConfig(header["ram_mb"], disk, False,
                                                 header.get("network", True), boot.board,
-                                                header.get("rtc_start", 0)),
+                                                header.get("rtc_start", 0),
+                                                boot.syscall_names),
                                    console_sink, replay=True)
         except BaseException:
             self.close()

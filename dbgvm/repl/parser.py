@@ -246,6 +246,12 @@ class _Build(Transformer):
             if arg not in HAL_CHANNELS:
                 raise fail(Problem.HAL_CHANNEL, arg.start_pos, name=str(arg))
             return S.Catch(kind, name=str(arg))
+        if kind is S.CatchKind.SYSCALL:
+            # a number, or a name of the guest's table (Linux: execve, openat, ...)
+            try:
+                return S.Catch(kind, vector=int(arg, 0))
+            except ValueError:
+                return S.Catch(kind, name=str(arg))
         raise fail(Problem.CATCH_ARGUMENT, arg.start_pos, kind=kind.value)
 
     def uncatch(self, _):

@@ -35,10 +35,11 @@ class CatchSpec:
             return False
         if self.kind is CatchKind.VIF and event.fields.get("cause") == "debugger":
             return False       # the user's own 'set vif' is no guest event
+        syscall = self.kind is CatchKind.SYSCALL
         if self.vector is not None:
-            return event.fields.get("vector") == self.vector
+            return event.fields.get("nr" if syscall else "vector") == self.vector
         if self.name is not None:
-            key = "op" if self.kind is CatchKind.PT else "channel"
+            key = "op" if self.kind is CatchKind.PT else "name" if syscall else "channel"
             return event.fields.get(key) == self.name
         return True
 

@@ -102,17 +102,20 @@ class CatchKind(str, enum.Enum):
     PT = "pt"
     DESC = "desc"
     HAL = "hal"
+    SYSCALL = "syscall"
 
 
 @dataclass(frozen=True)
 class Catch(Command):
     kind: CatchKind | None = None      # None: list the event breakpoints
-    vector: int | None = None          # trap, irq
-    name: str | None = None            # pt op, hal channel
+    vector: int | None = None          # trap, irq vector; syscall number
+    name: str | None = None            # pt op, hal channel, syscall name
     names = ("catch",)
-    usage = "catch vif | trap [VECTOR] | irq [VECTOR] | pt [OP] | desc | hal [CHANNEL]"
+    usage = "catch [vif|trap|irq|pt|desc|hal|syscall [ARG]]"
     help = ("Event breakpoint: stop right after the instruction that caused such an event "
-            "(docs/events.md). Without arguments, list them.")
+            "(docs/events.md). ARG: a vector for trap and irq, an op for pt, a channel for "
+            "hal, a name or number for syscall (its entry and return). Without arguments, "
+            "list them.")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""System calls as events: a guest user process entering its kernel by INT 0x80 or SYSENTER
+(the two i386 system-call gates; Linux's vDSO uses SYSENTER), and the return to it.
+
+An entry is remembered by the address space (the virtual CR3) and the user stack pointer at
+entry; the next return to virtual ring 3 (IRET or SYSEXIT) in that address space with that
+stack pointer is the system call's return, and EAX its result. A task is in its kernel while
+its call runs, so nothing else returns to that (CR3, ESP) meanwhile. Calls that do not return
+there (execve replaces the address space; exit never returns) leave their entry behind; the
+oldest are dropped beyond a bound. The tracker works only while someone listens to `syscall`
+events, so it costs nothing otherwise.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from .events import EventKind
+
+MAX_PENDING = 4096
+
+Emit = Callable[..., None]            # (kind, eip, **fields)
+Wants = Callable[[EventKind], bool]
+
+
+class SyscallTracker:
+    def __init__(self, emit: Emit, wants: Wants) -> None:
+        self._emit = emit
+        self._wants = wants
+        self.names: Mapping[int, str] = {}        # the guest's table (Linux: i386 names)
+        self._pending: dict[tuple[int, int], int] = {}    # (cr3, user ESP) -> number
+
+    def entered(self, eip: int, via: str, cr3: int, esp: int, number: int,
+                args: Sequence[int | None]) -> None:
+        if not self._wants(EventKind.SYSCALL):
+            return
+        if len(self._pending) >= MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
+        self._pending[(cr3, esp)] = number
+        self._emit(EventKind.SYSCALL, eip, op="entry", via=via, nr=number,
+                   name=self.names.get(number, ""), args=list(args), cr3=cr3)
+
+    def returned(self, eip: int, cr3: int, esp: int, eax: int) -> None:
+        if not self._pending:
+            return
+        number = self._pending.pop((cr3, esp), None)
+        if number is not None and self._wants(EventKind.SYSCALL):
+            result = eax - (1 << 32) if eax & 0x80000000 else eax
+            self._emit(EventKind.SYSCALL, eip, op="exit", nr=number,
+                       name=self.names.get(number, ""), result=result, cr3=cr3)
