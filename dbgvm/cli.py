@@ -696,8 +696,7 @@ def _run_for_gdb(domains: Domains, server, args: argparse.Namespace, err: TextIO
         if stop.reason is not StopReason.REQUESTED:
             _report(stop, domains, err)
             return stop.exit_status
-    server.serve()
-    return 0
+    return server.serve()
 
 
 def replay_command(args: argparse.Namespace, err: TextIO) -> int:
@@ -772,8 +771,7 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
         host, port = server.address
         print(f"dbgvm: replaying {args.file}; waiting for gdb on {host}:{port}", file=err)
         _announce(served, host, port, bool(replay.trace.header["kernel"].get("bundled")), err)
-        server.serve()
-        return 0
+        return server.serve()
     if args.batch:
         from .repl.app import run_script
         for path in args.scripts:

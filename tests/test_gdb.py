@@ -156,6 +156,18 @@ def test_guest_exit_is_reported_as_process_exit(session):
     assert int(stop["exit-code"], 8) == 33
 
 
+def test_after_the_guest_exit_dbgvm_exits_with_its_status_as_qemu(session):
+    """Once gdb was told the guest exited it disconnects; the stub must not linger serving
+    a VM that has ended (a new gdb got "The target is not running"): the process exits with
+    the guest's status, as QEMU does."""
+    gdb, proc, _ = session
+    stop = gdb.run("-exec-continue")
+    assert stop["reason"] == "exited"
+    assert proc.wait(timeout=20) == 33
+    said = proc.stderr.read().decode()
+    assert "debug-exit" in said and "status 33" in said, said
+
+
 def test_monitor_commands_through_gdb(session):
     gdb, _, sym = session
     assert "catch vif" in gdb.console("monitor help")

@@ -76,6 +76,7 @@ class Session:
         self.no_ack = False
         self.killed = False
         self.detached = False
+        self.exited: Stop | None = None           # the guest's end, told to gdb with W
         self.interrupted: Callable[[], bool] = lambda: False
         self._z_types: dict[int, set[int]] = {}       # address -> {0, 1}
         self.last_stop = b"T05" + THREAD
@@ -321,9 +322,11 @@ class Session:
         if reason is StopReason.HISTORY_END:
             return b"T05" + THREAD + b"replaylog:end;"
         if reason in (StopReason.DEBUG_EXIT, StopReason.POWEROFF):
+            self.exited = stop
             return f"W{stop.exit_status & 0xFF:02x}".encode()
         self._say(f"dbgvm: {reason.value}: {stop.message}\n")
         if reason is StopReason.HALTED:
+            self.exited = stop
             return b"W00"
         return b"T05" + THREAD
 
