@@ -24,6 +24,12 @@ from .target_description import REGISTERS, target_xml
 
 THREAD = b"thread:01;"
 SIGTRAP, SIGINT = 5, 2
+# stops that end the guest's run: outside a replay gdb is told the process exited (W) or
+# what stopped it; in a replay such a stop is the end of the recorded run, a place to go back
+# from (replaylog:end), never an exit after which gdb could not reverse
+ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF, StopReason.HALTED,
+                    StopReason.TRIPLE_FAULT, StopReason.DOUBLE_FAULT, StopReason.BAD_MEMORY,
+                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED})
 
 
 def _ignore(args: bytes) -> Callable[[bytes], bytes]:
@@ -320,6 +326,9 @@ class Session:
         if reason is StopReason.HISTORY_START:
             return b"T05" + THREAD + b"replaylog:begin;"
         if reason is StopReason.HISTORY_END:
+            return b"T05" + THREAD + b"replaylog:end;"
+        if reason in ENDING and self._reverse is not None:
+            self._say(f"dbgvm: the recorded run ends here ({reason.value}: {stop.message})\n")
             return b"T05" + THREAD + b"replaylog:end;"
         if reason in (StopReason.DEBUG_EXIT, StopReason.POWEROFF):
             self.exited = stop
