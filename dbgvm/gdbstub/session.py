@@ -52,10 +52,11 @@ class Runner(Protocol):
 
 class MonitorCommand(Protocol):
     """Runs a monitor command line (dbgvm.repl.commands.Monitor.run): ``interrupted`` is
-    polled while the command runs the guest (`monitor continue`) and says gdb sent Ctrl-C."""
+    polled while a command runs; ``from_gdb`` makes the monitor refuse the commands that
+    would change the guest behind gdb's back (gdb keeps its own register cache)."""
 
-    def __call__(self, line: str, *,
-                 interrupted: Callable[[], bool] | None = None) -> str: ...
+    def __call__(self, line: str, *, interrupted: Callable[[], bool] | None = None,
+                 from_gdb: bool = False) -> str: ...
 
 
 class Reverse(Protocol):
@@ -348,7 +349,7 @@ class Session:
         if self._monitor is None:
             text = "dbgvm: monitor commands are not available\n"
         else:
-            text = self._monitor(command, interrupted=self.interrupted)
+            text = self._monitor(command, interrupted=self.interrupted, from_gdb=True)
         for start in range(0, len(text), 1024):
             self._say(text[start:start + 1024])
         return b"OK"
