@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -580,6 +581,31 @@ def test_gdb_continue_to_the_end_of_a_replay_stops_there_and_can_go_back(tmp_pat
         gdb.close()
         stub.kill()
         stub.wait()
+
+
+def test_going_back_does_not_print_the_console_again(tmp_path):
+    """Re-executing history already seen (goto, rstep, then forward again) must not print
+    the guest's console output a second time: each line the run printed appears once, and
+    all of them do (the first pass through beyond the furthest point printed)."""
+    kernel = build("basics")
+    trace = tmp_path / "basics.trace"
+    recorded = dbgvm("run", str(kernel), "--batch", "--record", str(trace))
+    assert recorded.returncode == 33
+    lines = recorded.stdout.decode().splitlines()
+    assert "hello from basics" in lines and len(lines) > 3
+    script = tmp_path / "back.txt"
+    script.write_text("goto 400\ngoto 0\ncontinue\ngoto 200\nrstep 50\ncontinue\n"
+                      "goto 0\nstep 10\n")
+    proc = dbgvm("replay", str(trace), "--batch", "--snapshot-every", "150", "-x",
+                 str(script))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    # the monitor's own lines (whole lines, possibly right after a partial guest line)
+    guest = re.sub(r"=> 0x[0-9a-f]+ <[^>]*>:[^\n]*\(icount \d+\)\n|debug-exit: [^\n]*\n",
+                   "", out)
+    assert guest == recorded.stdout.decode(), out
+    for line in lines:
+        assert out.count(line) <= 1, (line, out)
 
 
 _VALUES = st.one_of(st.integers(-2**40, 2**40), st.text(max_size=12), st.booleans(), st.none(),
