@@ -36,7 +36,7 @@ from .hal.pcap import PcapWriter
 from .linux import cli as linux_cli
 from .record.recorder import Recorder, file_entry
 from .record.replay import Replay
-from .record.reverse import DEFAULT_INTERVAL, ReverseEngine
+from .record.reverse import DEFAULT_INTERVAL, ReverseEngine, SeenOutput
 from .record.trace import MAX_VMS, TraceError
 from .record.trace import read as read_trace
 
@@ -697,8 +697,7 @@ def _run_for_gdb(domains: Domains, server, args: argparse.Namespace, err: TextIO
         if stop.reason is not StopReason.REQUESTED:
             _report(stop, domains, err)
             return stop.exit_status
-    server.serve()
-    return 0
+    return server.serve()
 
 
 def replay_command(args: argparse.Namespace, err: TextIO) -> int:
@@ -710,7 +709,9 @@ def replay_command(args: argparse.Namespace, err: TextIO) -> int:
         trace = read_trace(args.file)
         vms = trace.header.get("vms", 1)
         console = ConsoleOutput(vms)
-        replay = Replay(trace, console.write, kernel=args.kernel)
+        # going back re-executes history: what VM 0 printed is not printed again
+        seen = SeenOutput(console.write)
+        replay = Replay(trace, seen.write, kernel=args.kernel)
     except (TraceError, LoadError, DiskError, KeyError, TypeError, ValueError) as exc:
         print(f"dbgvm: {exc}", file=err)
         return USAGE_ERROR
@@ -728,13 +729,13 @@ def replay_command(args: argparse.Namespace, err: TextIO) -> int:
                 f"vm{vm} {ends[vm].events} events, icount {ends[vm].icount}, {ends[vm].reason}"
                 for vm in sorted(ends)), file=err)
             return 0
-        return _debug_replay(replay, console, args, err)
+        return _debug_replay(replay, console, seen, args, err)
     finally:
         replay.close()
 
 
-def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespace,
-                  err: TextIO) -> int:
+def _debug_replay(replay: Replay, console: ConsoleOutput, seen: SeenOutput,
+                  args: argparse.Namespace, err: TextIO) -> int:
     """VM 0 of the replay under the monitor and/or gdb, forwards and backwards."""
     from .repl.commands import Monitor
     machine = replay.domains.machines[0]
@@ -745,7 +746,8 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
             verifier.enabled = False
             print("dbgvm: going back in time: the replay is no longer checked against the "
                   "recording", file=err)
-    engine = ReverseEngine(machine, replay.end_icount(0), args.snapshot_every, going_back)
+    engine = ReverseEngine(machine, replay.end_icount(0), args.snapshot_every, going_back,
+                           console=seen)
     monitor = Monitor(run=lambda max_insns, interrupted: engine.run(max_insns,
                                                                     interrupted=interrupted),
                       machines=[machine], reverse=engine)
@@ -773,8 +775,7 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, args: argparse.Namespa
         host, port = server.address
         print(f"dbgvm: replaying {args.file}; waiting for gdb on {host}:{port}", file=err)
         _announce(served, host, port, bool(replay.trace.header["kernel"].get("bundled")), err)
-        server.serve()
-        return 0
+        return server.serve()
     if args.batch:
         from .repl.app import run_script
         for path in args.scripts:

@@ -9,6 +9,7 @@ powers off or dies is reported and retired.
 """
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,11 @@ class Domains:
                              "copy-on-write view of the image otherwise)")
         self.config = config
         self.switch = Switch(pcap, forward=not replay)
+        # frames on their way to each VM, (send time in instruction periods, sequence, frame):
+        # a frame reaches a VM when that VM's own clock reaches the time it was sent, so a
+        # reply is never sent (nor stamped) before its request
+        self._arriving: list[list[tuple[int, int, bytes]]] = [[] for _ in range(count)]
+        self._arrivals = 0
         self.notify = notify
         self.realtime = False
         self.input: InputSource | None = None
@@ -124,7 +130,8 @@ class Domains:
         net = None
         if config.network:
             net = NetDevice(index, self.switch,
-                            lambda frame, m=machine: m.inputs.post(NET_INPUT, frame),
+                            lambda frame, sent_ns, i=index, m=machine: self._arrive(
+                                i, m, frame, sent_ns),
                             lambda m=machine: m.clock.now() * NS_PER_INSN)
             devices.append(net)
             machine.inputs.register(NET_INPUT, net.receive)
@@ -145,6 +152,37 @@ class Domains:
                                 for name, device in (("console", console), ("net", net),
                                                      ("block", block)) if device is not None]
         return Domain(index, machine, hal, console, net, block, board)
+
+    def _arrive(self, index: int, machine: Machine, frame: bytes, sent_ns: int) -> None:
+        """A frame for VM ``index``, sent at ``sent_ns``: it enters the VM's input queue now
+        if the VM's clock is already there (the VM ran its part of the slice before the
+        sender), else it is held and scheduled at its send time when the VM runs next
+        (_schedule_arrivals)."""
+        sent = -(-sent_ns // NS_PER_INSN)
+        if machine.clock.now() >= sent:
+            machine.inputs.post(NET_INPUT, frame)
+        else:
+            heapq.heappush(self._arriving[index], (sent, self._arrivals, frame))
+            self._arrivals += 1
+
+    def _schedule_arrivals(self, domain: Domain) -> None:
+        """The frames held for VM ``domain`` take effect when its clock reaches their send
+        time: scheduled inputs, in time order (as a replay schedules the recorded ones, so the
+        replay is the same run)."""
+        arriving = self._arriving[domain.index]
+        inputs = domain.machine.inputs
+        while arriving:
+            sent, _, frame = heapq.heappop(arriving)
+            try:
+                inputs.schedule(sent, NET_INPUT, frame)
+            except ValueError:          # earlier than one still scheduled: at once, then
+                inputs.post(NET_INPUT, frame)
+
+    def _release_frames(self) -> None:
+        """Write the captured frames no VM can still send an earlier one than (pcap.py)."""
+        pcap = self.switch.pcap
+        if pcap is not None:
+            pcap.release(min(d.machine.clock.now() for d in self._live()) * NS_PER_INSN)
 
     @property
     def machines(self) -> list[Machine]:
@@ -191,6 +229,12 @@ class Domains:
             interrupted: Callable[[], bool] | None = None) -> Stop:
         """Run every live VM until VM 0 stops (or any VM stops for the debugger).
         ``max_insns`` counts VM 0's instructions; ``interrupted`` is polled between slices."""
+        try:
+            return self._run(max_insns, interrupted)
+        finally:
+            self._release_frames()
+
+    def _run(self, max_insns: int | None, interrupted: Callable[[], bool] | None) -> Stop:
         first = self.domains[0].machine
         limit = None if max_insns is None else first.icount + max_insns
         started_wall = time.monotonic()
@@ -210,6 +254,7 @@ class Domains:
                     budget = limit - machine.icount
                     if budget <= 0:
                         return machine.run(0)
+                self._schedule_arrivals(domain)
                 stop = machine.run(budget, interrupted=interrupted, until_time=until)
                 if stop.reason is StopReason.TIME_SLICE:
                     continue
@@ -219,6 +264,7 @@ class Domains:
                         self.notify(f"vm{domain.index}: {stop.reason.value}: {stop.message}")
                         continue
                 return stop
+            self._release_frames()
             if all(d.machine.halted for d in self._live()) and not self._idle(interrupted):
                 return first.run()       # ends at once, reporting the HLT nothing can end
             if self.realtime:
@@ -232,6 +278,7 @@ class Domains:
         a slice at a time)."""
         live = self._live()
         wakeups = [t for t in (d.machine.wakeup_time() for d in live) if t is not None]
+        wakeups += [self._arriving[d.index][0][0] for d in live if self._arriving[d.index]]
         # console input can only wake a guest that posted a buffer for it (a frame from
         # another VM cannot come either: every VM is waiting)
         listening = any(d.listening() for d in live)

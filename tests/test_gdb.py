@@ -156,6 +156,18 @@ def test_guest_exit_is_reported_as_process_exit(session):
     assert int(stop["exit-code"], 8) == 33
 
 
+def test_after_the_guest_exit_dbgvm_exits_with_its_status_as_qemu(session):
+    """Once gdb was told the guest exited it disconnects; the stub must not linger serving
+    a VM that has ended (a new gdb got "The target is not running"): the process exits with
+    the guest's status, as QEMU does."""
+    gdb, proc, _ = session
+    stop = gdb.run("-exec-continue")
+    assert stop["reason"] == "exited"
+    assert proc.wait(timeout=20) == 33
+    said = proc.stderr.read().decode()
+    assert "debug-exit" in said and "status 33" in said, said
+
+
 def test_monitor_commands_through_gdb(session):
     gdb, _, sym = session
     assert "catch [vif|trap|irq|pt|desc|hal|syscall [ARG]]" in gdb.console("monitor help")
@@ -171,6 +183,29 @@ def test_monitor_commands_through_gdb(session):
     assert "00005000: 01 02 ff" in gdb.console("monitor xp 0x5000 3")
     assert gdb.value("*(unsigned char*)0x5002") == 0xFF       # paging off: virtual = physical
     assert gdb.console("monitor frobnicate").startswith("error: unknown command")
+
+
+def test_monitor_commands_that_would_move_the_guest_behind_gdbs_back_are_refused(session):
+    """gdb caches the registers: `monitor step` moved EIP and gdb went on showing the old one
+    (until `maint flush register-cache`). Such commands are refused with one line naming
+    gdb's own command; what gdb shows stays what the VM is. `monitor quit` says what to do."""
+    gdb, proc, sym = session
+    gdb.console("break de_insn")
+    gdb.run("-exec-continue")
+    assert gdb.value("$eip") == sym["de_insn"]
+    for command, instead in (("step", "'stepi'"), ("continue", "'continue'"),
+                             ("set eip = wait", "'set $REG = VALUE'")):
+        said = gdb.console(f"monitor {command}")
+        assert said.startswith(f"error: '{command.split()[0]}' would change the guest "
+                               "behind gdb's back"), said
+        assert f"use gdb's {instead}" in said
+        assert gdb.value("$eip") == sym["de_insn"]
+        assert "eip 0x%08x" % sym["de_insn"] in gdb.console("monitor info")   # the truth
+    said = gdb.console("monitor quit")
+    assert said.startswith("error: 'quit' does not end a gdb session: use gdb's 'kill'"), said
+    assert proc.poll() is None and gdb.value("$eip") == sym["de_insn"]
+    gdb.run("-exec-step-instruction")               # gdb's own step works and is seen
+    assert "eip 0x%08x" % gdb.value("$eip") in gdb.console("monitor info")
 
 
 def test_a_second_debugger_is_refused_while_one_is_attached(session):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -329,7 +330,8 @@ def _arp(op: int, sha: bytes, spa: bytes, tpa: bytes) -> bytes:
 def test_switch_demultiplexes_by_mac_broadcasts_to_others_and_drops_forgeries(tmp_path):
     switch = Switch(PcapWriter(open(tmp_path / "s.pcap", "wb")))
     inboxes: list[list[bytes]] = [[], [], []]
-    ports = [NetDevice(i, switch, inboxes[i].append, lambda: 1_500_000) for i in range(3)]
+    ports = [NetDevice(i, switch, lambda frame, t, box=inboxes[i]: box.append(frame),
+                       lambda: 1_500_000) for i in range(3)]
     mac = [p.mac for p in ports]
     assert mac[1] == bytes.fromhex("525400123402") and ports[2].ip == bytes([10, 0, 2, 17])
     unicast = _eth(mac[2], mac[0], 0x0800, _ipv4_icmp(ports[0].ip, ports[2].ip, 8, 1))
@@ -382,6 +384,39 @@ def _two_vm_pcap(tmp_path: Path) -> Path:
     assert proc.returncode == 0, proc.stderr
     assert b"3 transmitted, 3 received" in proc.stdout
     return pcap
+
+
+def _pcap_records(data: bytes) -> list[tuple[int, bytes]]:
+    """(timestamp in microseconds, frame) of each record of a classic pcap file."""
+    records, pos = [], 24
+    while pos < len(data):
+        seconds, micros, length, _ = struct.unpack_from("<IIII", data, pos)
+        records.append((seconds * 1_000_000 + micros, data[pos + 16:pos + 16 + length]))
+        pos += 16 + length
+    return records
+
+
+def test_pcap_is_in_time_order_and_replies_follow_their_requests(tmp_path):
+    """The VMs run one after another through each slice: frames were written in sending
+    order with the sender's clock (VM 1's reply stamped before VM 0's request, which it
+    received before its own clock got there; capinfos: "Strict time order: False")."""
+    pcap = _two_vm_pcap(tmp_path)
+    records = _pcap_records(pcap.read_bytes())
+    times = [t for t, _ in records]
+    assert times == sorted(times), times
+    requests, replies = {}, {}
+    for t, frame in records:
+        if frame[12:14] == b"\x08\x00" and frame[23] == 1:          # IPv4 ICMP
+            icmp = frame[14 + (frame[14] & 0xF) * 4:]
+            seq = struct.unpack(">H", icmp[6:8])[0]
+            (requests if icmp[0] == 8 else replies)[seq] = t
+    assert len(requests) == 3 and requests.keys() == replies.keys()
+    assert all(replies[seq] > requests[seq] for seq in requests), (requests, replies)
+    capinfos = shutil.which("capinfos")
+    if capinfos is not None:
+        proc = subprocess.run([capinfos, str(pcap)], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+        assert re.search(r"Strict time order:\s+True", proc.stdout), proc.stdout
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (.ci/run installs it)")

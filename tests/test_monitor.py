@@ -748,7 +748,11 @@ RUNTIME_ERRORS = [
     ("rstep 2", Problem.NOT_THE_RECORDED_VM, 0),
     ("goto 0x7fffffff", Problem.OUTSIDE_HISTORY, 5),
     ("rstep 0", Problem.BAD_COUNT, 6),
+    # through gdb's `monitor`
+    ("continue", Problem.BEHIND_GDBS_BACK, 0),
+    ("quit", Problem.QUIT_UNDER_GDB, 0),
 ]
+UNDER_GDB = {Problem.BEHIND_GDBS_BACK, Problem.QUIT_UNDER_GDB}
 
 
 @pytest.mark.parametrize("line,problem,column", RUNTIME_ERRORS,
@@ -770,7 +774,7 @@ def test_runtime_errors_say_what_and_where_and_change_nothing(line, problem, col
         out = mon.run(line)
         mon._machine_lock.release()
     else:
-        out = mon.run(line)
+        out = mon.run(line, from_gdb=problem in UNDER_GDB)
     message, caret, rest = out.split("\n")
     assert rest == "" and message.startswith("error: ")
     assert message.split(" in: ")[0] == "error: " + _message(problem, line, mon), out
@@ -782,7 +786,8 @@ def test_runtime_errors_say_what_and_where_and_change_nothing(line, problem, col
 def _message(problem: Problem, line: str, mon: Monitor) -> str:
     from dbgvm.repl.errors import CommandError
     try:
-        mon.execute(parse(line)) if problem is not Problem.BUSY else None
+        mon.execute(parse(line), from_gdb=problem in UNDER_GDB) \
+            if problem is not Problem.BUSY else None
     except CommandError as exc:
         assert exc.problem is problem
         return exc.message

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -526,6 +527,85 @@ def test_reverse_stepi_and_reverse_continue_from_gdb(tmp_path):
         gdb.close()
         stub.kill()
         stub.wait()
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_gdb_continue_to_the_end_of_a_replay_stops_there_and_can_go_back(tmp_path):
+    """The end of a recording is a place, not an exit: gdb gets the replaylog:end stop
+    ("No more reverse-execution history", as with rr and gdb's own record), not "exited
+    normally" after which nothing could be reversed; reverse-stepi and reverse-continue
+    work from there, and going forward again stops at the end again."""
+    from gdb_harness import Gdb, free_port, wait_listening
+    kernel = build("basics")
+    trace = tmp_path / "basics.trace"
+    assert dbgvm("run", str(kernel), "--batch", "--record", str(trace)).returncode == 33
+    sym = load(kernel, 64 << 20).symbols
+    reference = fresh("basics")
+    end = reference.run()
+    assert end.reason is StopReason.DEBUG_EXIT
+    port = free_port()
+    stub = subprocess.Popen([sys.executable, "-m", "dbgvm", "replay", str(trace), "--gdb",
+                             f"127.0.0.1:{port}", "--snapshot-every", "150"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    wait_listening(port, stub)
+    gdb = Gdb(kernel, port)
+
+    def execute(command: str) -> tuple[dict, str]:
+        responses = gdb.mi.write(command, timeout_sec=30, raise_error_on_timeout=False)
+        responses = gdb._collect(responses, {"stopped"}, 30)
+        said = "".join(r["payload"] for r in responses if r.get("type") in (
+            "console", "target") and isinstance(r.get("payload"), str))
+        return next(r["payload"] for r in responses if r.get("message") == "stopped"), said
+    try:
+        stop, said = execute("-exec-continue")
+        # gdb/MI's *stopped has no reason for it here: gdb says it on the console
+        assert stop.get("reason") != "exited", (stop, said)
+        assert "No more reverse-execution history" in said
+        assert "debug-exit" in said                 # what ended the recorded run
+        assert gdb.value("$eip") == reference.registers().eip
+        stop, said = execute("-exec-continue")      # forward again: still the end
+        assert "No more reverse-execution history" in said and stop.get("reason") != "exited"
+        stepped = gdb.run("-exec-step-instruction --reverse")
+        assert stepped["reason"] == "end-stepping-range"
+        assert f"icount {reference.icount - 1} " in gdb.console("monitor info")
+        gdb.console("break timer_handler")
+        back = gdb.run("-exec-continue --reverse")
+        assert back["reason"] == "breakpoint-hit"
+        assert gdb.value("$eip") == sym["timer_handler"]
+        gdb.console("delete")
+        stop, said = execute("-exec-continue")
+        assert "No more reverse-execution history" in said and stop.get("reason") != "exited"
+        assert gdb.value("$eip") == reference.registers().eip
+        assert stub.poll() is None                  # the replay is still being served
+    finally:
+        gdb.close()
+        stub.kill()
+        stub.wait()
+
+
+def test_going_back_does_not_print_the_console_again(tmp_path):
+    """Re-executing history already seen (goto, rstep, then forward again) must not print
+    the guest's console output a second time: each line the run printed appears once, and
+    all of them do (the first pass through beyond the furthest point printed)."""
+    kernel = build("basics")
+    trace = tmp_path / "basics.trace"
+    recorded = dbgvm("run", str(kernel), "--batch", "--record", str(trace))
+    assert recorded.returncode == 33
+    lines = recorded.stdout.decode().splitlines()
+    assert "hello from basics" in lines and len(lines) > 3
+    script = tmp_path / "back.txt"
+    script.write_text("goto 400\ngoto 0\ncontinue\ngoto 200\nrstep 50\ncontinue\n"
+                      "goto 0\nstep 10\n")
+    proc = dbgvm("replay", str(trace), "--batch", "--snapshot-every", "150", "-x",
+                 str(script))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    # the monitor's own lines (whole lines, possibly right after a partial guest line)
+    guest = re.sub(r"=> 0x[0-9a-f]+ <[^>]*>:[^\n]*\(icount \d+\)\n|debug-exit: [^\n]*\n",
+                   "", out)
+    assert guest == recorded.stdout.decode(), out
+    for line in lines:
+        assert out.count(line) <= 1, (line, out)
 
 
 _VALUES = st.one_of(st.integers(-2**40, 2**40), st.text(max_size=12), st.booleans(), st.none(),

@@ -156,8 +156,11 @@ class GdbServer:
         self.transcript: Recorder | None = None
         self._refusing = threading.BoundedSemaphore(MAX_REFUSING)
 
-    def serve(self) -> None:
-        """Serve debuggers one after another until one kills the VM."""
+    def serve(self) -> int:
+        """Serve debuggers one after another until one kills the VM, or until the debugger
+        that was told the guest ended (a ``W`` reply: debug-exit, power-off) detaches or
+        hangs up, as QEMU's stub ends with its guest. Returns the exit status: the guest's
+        after its end, 0 after a kill."""
         last_stop = None
         while True:
             try:
@@ -183,7 +186,13 @@ class GdbServer:
             last_stop = session.last_stop
             if session.killed:
                 self._log("dbgvm: killed by gdb")
-                return
+                return 0
+            if session.exited is not None:
+                stop = session.exited
+                self._log(f"dbgvm: {stop.reason.value}: {stop.message}")
+                self._log("dbgvm: the guest has ended and gdb was told: dbgvm exits "
+                          f"(status {stop.exit_status})")
+                return stop.exit_status
             self._log("dbgvm: gdb detached; the VM stays paused, waiting for a debugger")
 
     def _serve_with_refusals(self, conn: Connection, session: Session) -> None:

@@ -24,6 +24,12 @@ from .target_description import REGISTERS, target_xml
 
 THREAD = b"thread:01;"
 SIGTRAP, SIGINT = 5, 2
+# stops that end the guest's run: outside a replay gdb is told the process exited (W) or
+# what stopped it; in a replay such a stop is the end of the recorded run, a place to go back
+# from (replaylog:end), never an exit after which gdb could not reverse
+ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF, StopReason.HALTED,
+                    StopReason.TRIPLE_FAULT, StopReason.DOUBLE_FAULT, StopReason.BAD_MEMORY,
+                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED})
 
 
 def _ignore(args: bytes) -> Callable[[bytes], bytes]:
@@ -46,10 +52,11 @@ class Runner(Protocol):
 
 class MonitorCommand(Protocol):
     """Runs a monitor command line (dbgvm.repl.commands.Monitor.run): ``interrupted`` is
-    polled while the command runs the guest (`monitor continue`) and says gdb sent Ctrl-C."""
+    polled while a command runs; ``from_gdb`` makes the monitor refuse the commands that
+    would change the guest behind gdb's back (gdb keeps its own register cache)."""
 
-    def __call__(self, line: str, *,
-                 interrupted: Callable[[], bool] | None = None) -> str: ...
+    def __call__(self, line: str, *, interrupted: Callable[[], bool] | None = None,
+                 from_gdb: bool = False) -> str: ...
 
 
 class Reverse(Protocol):
@@ -76,6 +83,7 @@ class Session:
         self.no_ack = False
         self.killed = False
         self.detached = False
+        self.exited: Stop | None = None           # the guest's end, told to gdb with W
         self.interrupted: Callable[[], bool] = lambda: False
         self._z_types: dict[int, set[int]] = {}       # address -> {0, 1}
         self.last_stop = b"T05" + THREAD
@@ -320,10 +328,15 @@ class Session:
             return b"T05" + THREAD + b"replaylog:begin;"
         if reason is StopReason.HISTORY_END:
             return b"T05" + THREAD + b"replaylog:end;"
+        if reason in ENDING and self._reverse is not None:
+            self._say(f"dbgvm: the recorded run ends here ({reason.value}: {stop.message})\n")
+            return b"T05" + THREAD + b"replaylog:end;"
         if reason in (StopReason.DEBUG_EXIT, StopReason.POWEROFF):
+            self.exited = stop
             return f"W{stop.exit_status & 0xFF:02x}".encode()
         self._say(f"dbgvm: {reason.value}: {stop.message}\n")
         if reason is StopReason.HALTED:
+            self.exited = stop
             return b"W00"
         return b"T05" + THREAD
 
@@ -336,7 +349,7 @@ class Session:
         if self._monitor is None:
             text = "dbgvm: monitor commands are not available\n"
         else:
-            text = self._monitor(command, interrupted=self.interrupted)
+            text = self._monitor(command, interrupted=self.interrupted, from_gdb=True)
         for start in range(0, len(text), 1024):
             self._say(text[start:start + 1024])
         return b"OK"

@@ -32,13 +32,14 @@ class NetDevice:
     ops = NetOp
     rx_capacity = MAX_FRAME
 
-    def __init__(self, index: int, switch: Switch, post_input: Callable[[bytes], None],
+    def __init__(self, index: int, switch: Switch, post_input: Callable[[bytes, int], None],
                  now_ns: Callable[[], int]) -> None:
         self.index = index
         self.mac = mac_of(index)
         self.ip = ip_of(index)
         self._switch = switch
-        self._post_input = post_input      # hands a frame to this VM's input queue
+        self._post_input = post_input      # hands a frame (and its send time) towards this
+                                           # VM's input queue
         self._now_ns = now_ns
         self._deliver: Deliver | None = None
         self.dropped = Counter[str]()
@@ -69,9 +70,11 @@ class NetDevice:
         pass
 
     # -- from the switch -----------------------------------------------------------------
-    def arrive(self, frame: bytes) -> None:
-        """Called by the switch: queue the frame as an external input of this VM."""
-        self._post_input(frame)
+    def arrive(self, frame: bytes, time_ns: int) -> None:
+        """Called by the switch: the frame, sent at the sender's virtual ``time_ns``, becomes
+        an external input of this VM (dbgvm/domains.py: not before this VM's own clock reaches
+        that time)."""
+        self._post_input(frame, time_ns)
 
     def receive(self, frame: bytes) -> None:
         """The input queue's consumer: into a posted buffer, or dropped like a NIC without
@@ -111,11 +114,11 @@ class Switch:
         if destination == BROADCAST or destination[0] & 1:
             for port in self.ports:
                 if port is not sender:
-                    port.arrive(frame)
+                    port.arrive(frame, time_ns)
             return Status.OK
         for port in self.ports:
             if port.mac == destination:
-                port.arrive(frame)
+                port.arrive(frame, time_ns)
                 break
         else:
             self.unknown_destination += 1

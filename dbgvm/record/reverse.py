@@ -18,17 +18,50 @@ from ..core.machine import Machine, Stop
 DEFAULT_INTERVAL = 2_000_000
 
 
+class SeenOutput:
+    """The console output of a VM that goes back in time: what the guest writes again while
+    it re-executes history already seen was shown the first time, so only bytes beyond the
+    furthest point shown reach ``write``. The guest's output is a function of its state, so
+    a byte count places it: ``produced`` is how many bytes the guest has written up to the
+    current point of the run (the engine sets it back with each snapshot it restores),
+    ``shown`` how many were ever shown. Other VMs' output passes through."""
+
+    def __init__(self, write: Callable[[int, bytes], None], vm: int = 0) -> None:
+        self._write = write
+        self.vm = vm
+        self.produced = 0
+        self.shown = 0
+
+    def write(self, vm: int, data: bytes) -> None:
+        if vm != self.vm:
+            self._write(vm, data)
+            return
+        start, self.produced = self.produced, self.produced + len(data)
+        if self.produced > self.shown:
+            self._write(vm, data[max(0, self.shown - start):])
+            self.shown = self.produced
+
+
 class ReverseEngine:
     def __init__(self, machine: Machine, end_icount: int,
                  interval: int = DEFAULT_INTERVAL,
-                 on_going_back: Callable[[], None] = lambda: None) -> None:
+                 on_going_back: Callable[[], None] = lambda: None,
+                 console: SeenOutput | None = None) -> None:
         self.machine = machine
         self.end_icount = end_icount
         self.interval = interval
         self.store = machine.snapshot_store()
         self._on_going_back = on_going_back
+        self.console = console
+        self._console_at: dict[int, int] = {}     # snapshot index -> console bytes produced
         if not self.store.snapshots:
-            self.store.take(machine.icount, machine.clock.now())
+            self._take()
+
+    def _take(self) -> None:
+        m = self.machine
+        self.store.take(m.icount, m.clock.now())
+        if self.console is not None:
+            self._console_at[len(self.store.snapshots) - 1] = self.console.produced
 
     # -- forward, taking snapshots ----------------------------------------------------------
     def _next_snapshot_at(self) -> int:
@@ -49,7 +82,7 @@ class ReverseEngine:
             if stop.reason is not StopReason.MAX_INSNS:
                 return stop
             if m.icount >= self.store.snapshots[-1].icount + self.interval:
-                self.store.take(m.icount, m.clock.now())
+                self._take()
             if m.icount >= limit:
                 if m.icount >= self.end_icount:
                     return self._history_end()
@@ -90,7 +123,10 @@ class ReverseEngine:
 
     def _restore(self, index: int | None) -> None:
         self._on_going_back()
-        self.store.restore(0 if index is None else index)
+        index = 0 if index is None else index
+        self.store.restore(index)
+        if self.console is not None:
+            self.console.produced = self._console_at.get(index, 0)
 
     def step_back(self, count: int = 1) -> Stop:
         m = self.machine

@@ -88,6 +88,26 @@ HELP_USAGE_WIDTH = 30           # the usage column of the command list
 # on past its power-off, into whatever code follows the request)
 ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.TRIPLE_FAULT, StopReason.BAD_MEMORY,
                     StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED, StopReason.POWEROFF})
+# Through gdb's `monitor` (qRcmd), commands that move the guest or change its registers are
+# refused: gdb keeps its own register cache (and removes its breakpoints while stopped), and
+# nothing in the remote protocol lets the stub tell gdb that the state changed under it, so
+# gdb would go on showing the old EIP. gdb's own command does the same thing honestly.
+GDB_REFUSED: dict[type, str] = {
+    S.Continue: "'continue'", S.Step: "'stepi'", S.ReverseStep: "'reverse-stepi'",
+    S.ReverseContinue: "'reverse-continue'",
+    S.Goto: "'reverse-continue' / 'continue' with a breakpoint ('monitor info' shows the icount)",
+    S.SetRegister: "'set $REG = VALUE'",
+}
+
+
+def _refuse_under_gdb(command: S.Command) -> None:
+    if isinstance(command, S.Quit):
+        raise fail(Problem.QUIT_UNDER_GDB)
+    instead = GDB_REFUSED.get(type(command))
+    if instead is not None:
+        raise fail(Problem.BEHIND_GDBS_BACK, word=command.names[0], instead=instead)
+
+
 _FLAGS = ((0, "CF"), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"), (9, "IF"),
           (10, "DF"), (11, "OF"))
 
@@ -172,23 +192,27 @@ class Monitor:
         """True while a command is running the guest (in whatever thread)."""
         return self._running
 
-    def run(self, line: str, *, interrupted: Callable[[], bool] | None = None) -> str:
+    def run(self, line: str, *, interrupted: Callable[[], bool] | None = None,
+            from_gdb: bool = False) -> str:
         """Run one command line; returns its output (an error is a line and a caret line).
 
         ``interrupted``, when given, is polled (on this thread) while the command runs the
-        guest, as the runner polls it for gdb's `c`: gdb's ``monitor continue`` passes the
-        stub's check for Ctrl-C on its socket."""
+        guest. ``from_gdb``: the line is gdb's ``monitor`` command (qRcmd); commands that
+        would move the guest or change its registers behind gdb's back are refused, as is
+        ``quit`` (GDB_REFUSED)."""
         try:
             command = parse(line)
             if command is None:
                 return ""
-            return self.execute(command, interrupted=interrupted)
+            return self.execute(command, interrupted=interrupted, from_gdb=from_gdb)
         except CommandError as exc:
             return exc.render(line)
 
     def execute(self, command: S.Command, *,
-                interrupted: Callable[[], bool] | None = None) -> str:
-        """Run a parsed command (CommandError when it fails); ``interrupted`` as for run."""
+                interrupted: Callable[[], bool] | None = None, from_gdb: bool = False) -> str:
+        """Run a parsed command (CommandError when it fails); arguments as for run."""
+        if from_gdb:
+            _refuse_under_gdb(command)
         if command.while_running:
             return self._dispatch(command)
         if not self._machine_lock.acquire(blocking=False):

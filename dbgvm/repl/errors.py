@@ -52,6 +52,10 @@ class Problem(enum.Enum):
     NO_HISTORY = "going backwards needs a recorded run: use `dbgvm replay FILE`"
     NOT_THE_RECORDED_VM = "only VM {index} has a recorded run to go back in ('vm {index}')"
     OUTSIDE_HISTORY = "icount {value} is outside the recorded run (0..{end})"
+    BEHIND_GDBS_BACK = ("'{word}' would change the guest behind gdb's back (gdb would go on "
+                        "showing the old state): use gdb's {instead}")
+    QUIT_UNDER_GDB = ("'quit' does not end a gdb session: use gdb's 'kill' (ends dbgvm) or "
+                      "'detach' (the VM stays paused for the next gdb)")
 
 
 @dataclass
