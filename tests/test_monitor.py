@@ -69,6 +69,18 @@ def test_catch_vif_output_names_the_stop_place():
     assert m.registers().eip == sym["wait"]
 
 
+def test_a_catch_stop_names_the_icount_info_shows():
+    """The stop line of an event breakpoint and `info` count the same instructions: the
+    event's own instruction has retired (it once printed one less than `info`)."""
+    m, mon, sym = setup()
+    mon.run("catch vif")
+    out = mon.run("continue")
+    shown = int(re.search(r"\(icount (\d+)\)", out).group(1))
+    assert shown == m.icount == mon.vm.last_stop.icount
+    assert f"icount {m.icount}" in mon.run("info")
+    assert mon.vm.last_stop.eip == m.registers().eip == sym["wait"]
+
+
 def test_catch_trap_vector_stops_after_the_trapping_instruction():
     m, mon, sym = setup()
     assert "event breakpoint 1: catch trap 0" in mon.run("catch trap 0")

@@ -567,8 +567,9 @@ class Machine:
             if self._stop is not None:
                 break
         stop = self._stop
-        if stop.reason is StopReason.WATCHPOINT:
-            # stopped after the accessing instruction completed: report where the CPU is now
+        if stop.reason in (StopReason.WATCHPOINT, StopReason.CATCH):
+            # stopped after the accessing (or event-causing) instruction completed: report
+            # where the CPU is now, as `info` and `goto` count
             stop = self._stop = replace(stop, eip=self.regs.read(UC_X86_REG_EIP),
                                         icount=self.icount)
         if stop.reason is StopReason.BREAKPOINT:
