@@ -1,6 +1,6 @@
 """Control registers and paging: the guest's CR0/CR2/CR3/CR4, what changing them does to the
-shadow MMU, INVLPG, and the #PF trap under the shadow (fill and restart, let a descriptor-page
-write through once, or reflect the fault to the guest)."""
+shadow MMU, INVLPG, and the #PF trap under the shadow (fill and restart, carry out or let through a store
+to a write-protected page table, or reflect the fault to the guest)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

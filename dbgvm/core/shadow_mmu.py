@@ -13,8 +13,14 @@ monitor can set D. Faults the guest must see are returned to the caller to refle
 
 Shadows of recently used address spaces (by guest CR3) are kept, so switching back is cheap.
 That is only correct if no shadow entry goes stale, so every guest page a shadow was built from
-(page directories and page tables) is mapped read-only: a guest write to one faults, the
-monitor lets that one instruction write, then drops the shadow entries built from the page.
+(page directories and page tables) is mapped read-only, and a guest write to one faults. A
+plain store (pt_store.py) is carried out by the monitor, which then drops only the shadow
+entries built from the entries it changed (guest_store: a PTE's one translation, a PDE's
+4 MiB). For any other instruction, and when the guest stores to a table several times with no
+use of it between (clearing or filling it), the monitor gives the page up (release): it drops
+every shadow built from it, so it needs no protection until a shadow is built from it again.
+Only a page that stays protected even then (the current page directory) is let written by
+one instruction, after which the shadow entries built from it are dropped.
 (Descriptor tables are watched byte-exactly instead: descriptor_watch.py.) A CR3 write thus never needs to
 drop anything; changes of CR0.PG/CR0.WP/CR4.PSE drop everything.
 
