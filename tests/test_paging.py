@@ -83,10 +83,11 @@ def test_address_space_shadows_are_kept_and_kept_coherent(guest):
     pd_a, pd_b = run.symbol("pd_a"), run.symbol("pd_b")
     # switching back reuses the shadow built before
     assert switches == [(pd_b, 0), (pd_a, 1), (pd_b, 1), (pd_a, 1), (pd_a, 1)]
-    zaps = [(e.fields["source"], e.fields["paddr"]) for e in pt if e.fields["op"] == "zap"]
-    # the write to A's page table (while B was current) and to A's directory dropped exactly
-    # the shadows built from them
-    assert zaps == [("table", run.symbol("pt_a")), ("directory", pd_a)]
+    zaps = [(e.fields["source"], e.fields["vaddr"], e.fields["paddr"]) for e in pt
+            if e.fields["op"] == "zap"]
+    # the write to A's page table (while B was current) dropped the one shadow entry built
+    # from the PTE it changed, the write to A's directory the shadow table of that PDE's 4 MiB
+    assert zaps == [("entry", 0x400000, run.symbol("pt_a")), ("table", 0x400000, pd_a)]
 
 
 def test_switching_back_does_not_refill(guest):
@@ -246,3 +247,48 @@ def _check_desctables(run):
     fault = [e for e in run.of(EventKind.DESC) if e.fields["op"] == "fault"][0]
     assert fault.eip == run.symbol("load_gate")
     assert "interrupt_gate32 not allowed in the GDT" in fault.fields["reason"]
+
+
+# -- guest stores to its own page tables ---------------------------------------------------
+
+def test_page_table_stores_take_effect(guest):
+    run = guest("ptwrites")
+    assert run.console.splitlines() == ["errors 00000000"], run.console
+    assert run.stop.exit_status == 0x2B
+    pt = run.of(EventKind.PT)
+    emulated = {e.fields["insn"].split()[0] for e in run.of(EventKind.TRAP)
+                if e.fields["vector"] == 14 and e.fields["action"] == "emulate"}
+    assert emulated == {"mov", "xchg"}
+    sources = {e.fields["source"] for e in pt if e.fields["op"] == "zap"}
+    assert {"entry", "table"} <= sources
+
+
+def test_page_table_stores_count_as_natively(guest, monkeypatch):
+    """An emulated store counts once: the run ends at the same instruction count, with the
+    same output, as when every store to a page table runs natively (write-once)."""
+    emulating = guest("ptwrites")
+    from dbgvm.core import paging, shadow_mmu
+    monkeypatch.setattr(paging.Paging, "_emulate_store", lambda self, write, eip: False)
+    monkeypatch.setattr(shadow_mmu.ShadowMmu, "release", lambda self, frame, vaddr, eip: False)
+    native = guest("ptwrites")
+    assert native.console == emulating.console
+    assert native.stop.icount == emulating.stop.icount
+    assert native.machine.registers() == emulating.machine.registers()
+
+
+def test_watchpoint_on_a_page_table_entry_fires(guest):
+    from dbgvm.core.debug import WatchKind
+    first = guest("ptwrites", max_insns=1)
+    sym = first.symbol
+    machine = first.machine
+    machine.debug.add_breakpoint(sym("pte_store"))
+    # the second round: the first one made pt_v a page table the shadow was built from
+    assert machine.run(1_000_000).reason is StopReason.BREAKPOINT
+    assert machine.run(1_000_000).reason is StopReason.BREAKPOINT
+    assert machine.mmu.shadow_entry(sym("pt_v"), False) & 3 == 1    # write-protected
+    machine.debug.remove_breakpoint(sym("pte_store"))
+    machine.debug.add_watchpoint(sym("pt_v"), 4, WatchKind.WRITE)
+    stop = machine.run(1_000_000)
+    assert stop.reason is StopReason.WATCHPOINT
+    assert stop.eip == sym("after_store")
+    assert machine.debug.last_watch.vaddr == sym("pt_v")

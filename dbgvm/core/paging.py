@@ -1,15 +1,17 @@
 """Control registers and paging: the guest's CR0/CR2/CR3/CR4, what changing them does to the
-shadow MMU, INVLPG, and the #PF trap under the shadow (fill and restart, let a descriptor-page
-write through once, or reflect the fault to the guest)."""
+shadow MMU, INVLPG, and the #PF trap under the shadow (fill and restart, carry out or let through a store
+to a write-protected page table, or reflect the fault to the guest)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unicorn.x86_const import UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CS
+from unicorn.x86_const import UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CS, UC_X86_REG_EIP
 
 from .descriptors import MONITOR_HOLE
 from .events import EventKind
 from .faults import GuestFault, GuestStop, Vector
+from .guest_paging import FRAME, PageFault
+from .pt_store import StorePlans
 from .stops import StopReason
 from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull
 from .vcpu import CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
@@ -23,6 +25,7 @@ class Paging:
     def __init__(self, owner: "MonitorContext", decoder: "Decoder") -> None:
         self._m = owner
         self._decoder = decoder
+        self._plans = StorePlans()
 
     # -- control registers ----------------------------------------------------------------
     def read_cr(self, index: int) -> int:
@@ -115,17 +118,19 @@ class Paging:
             m.reflect(GuestFault(Vector.SS if stack else Vector.GP, 0), eip)
             return
         ring3 = m.vcpu.cpl == 3
-        m.trap_counted = counted
-        try:
-            fault = m.mmu.handle_fault(vaddr, write, ring3, eip)
-        except ShadowFull:
-            m.mmu.flush(eip, "pool-full")
-            m.sync_exits()
-            fault = m.mmu.handle_fault(vaddr, write, ring3, eip)
-        except OutsideRam as exc:
-            raise GuestStop(StopReason.BAD_MEMORY, str(exc)) from None
-        finally:
-            m.trap_counted = True
+        fault = self._walk_and_fill(vaddr, write, ring3, eip, counted)
+        if isinstance(fault, ProtectedWrite):
+            # A store the monitor can carry out is, unless the guest is rewriting the page
+            # wholesale: then, or for another instruction, the page is given up if nothing
+            # needs it protected once the shadows built from it are dropped.
+            frame = fault.paddr & FRAME
+            flood = m.mmu.write_flood(frame)
+            if not flood and self._emulate_store(fault, eip):
+                return
+            if m.mmu.release(frame, vaddr, eip):
+                fault = self._walk_and_fill(vaddr, write, ring3, eip, counted)
+            elif flood and self._emulate_store(fault, eip):
+                return
         if fault is None:
             # The instruction runs again and Unicorn counts it again, unless the fault came
             # from fetching it: then Unicorn had not counted it yet.
@@ -133,8 +138,8 @@ class Paging:
             m.sync_exits()   # a breakpoint on the page just mapped becomes an exit
             return
         if isinstance(fault, ProtectedWrite):
-            # Let this one instruction write the descriptor page, then protect it again and
-            # re-validate what the guest wrote.
+            # Let this one instruction write the page, then protect it again and drop the
+            # shadows built from it.
             m.mmu.allow_write_once(vaddr, ring3)
             m.restarts += 1
             m.after_step.append(lambda: self.after_protected_write(fault, ring3, eip))
@@ -143,3 +148,55 @@ class Paging:
         m.emit_at(EventKind.TRAP, eip, vector=int(Vector.PF), insn=m.describe_insn(eip),
                   action="reflect")
         m.reflect(GuestFault(Vector.PF, fault.error_code, cr2=vaddr), eip)
+
+    def _walk_and_fill(self, vaddr: int, write: bool, ring3: bool, eip: int, counted: bool
+                       ) -> PageFault | ProtectedWrite | None:
+        m = self._m
+        m.trap_counted = counted
+        try:
+            return m.mmu.handle_fault(vaddr, write, ring3, eip)
+        except ShadowFull:
+            m.mmu.flush(eip, "pool-full")
+            m.sync_exits()
+            return m.mmu.handle_fault(vaddr, write, ring3, eip)
+        except OutsideRam as exc:
+            raise GuestStop(StopReason.BAD_MEMORY, str(exc)) from None
+        finally:
+            m.trap_counted = True
+
+    def _emulate_store(self, write: ProtectedWrite, eip: int) -> bool:
+        """Carry out a plain store to a protected page here (pt_store.py), dropping only the
+        shadow entries built from what it changed; False: the instruction runs natively."""
+        m = self._m
+        if getattr(m.debug, "_watchpoints", None):
+            return False    # a watchpoint's Unicorn hook would not see a store made here
+        try:
+            decoded = self._decoder.decoded(eip)
+        except (GuestFault, GuestStop):
+            return False
+        plan = self._plans.plan(decoded)
+        if plan is None:
+            return False
+        regs = m.regs
+        linear = plan.disp
+        if plan.base is not None:
+            linear += regs.read(plan.base)
+        if plan.index is not None:
+            linear += regs.read(plan.index) * plan.scale
+        linear = (m.tables.base_of(regs.read(plan.seg)) + linear) & 0xFFFFFFFF
+        if linear != write.vaddr or linear & 0xFFF > 0xFFC:
+            return False    # not the access that faulted, or it crosses into the next page
+        paddr = write.paddr
+        value = regs.read(plan.reg) if plan.reg is not None else plan.imm
+        data = value.to_bytes(4, "little")
+        # as a native store would: the descriptor watch's hooks, translated code on the page
+        m.descriptor_watch.host_wrote(paddr, data)
+        m.uc.ctl_remove_cache(linear, linear + 4)   # the fill just mapped it
+        if plan.xchg:
+            regs.write(plan.reg, int.from_bytes(m.ram[paddr:paddr + 4], "little"))
+        changed = m.mmu.guest_store(paddr, data, eip)
+        m.emit_trap(int(Vector.PF), eip, decoded.insn, "emulate")
+        regs.write(UC_X86_REG_EIP, eip + plan.size)
+        if changed:
+            m.sync_exits()
+        return True

@@ -13,8 +13,14 @@ monitor can set D. Faults the guest must see are returned to the caller to refle
 
 Shadows of recently used address spaces (by guest CR3) are kept, so switching back is cheap.
 That is only correct if no shadow entry goes stale, so every guest page a shadow was built from
-(page directories and page tables) is mapped read-only: a guest write to one faults, the
-monitor lets that one instruction write, then drops the shadow entries built from the page.
+(page directories and page tables) is mapped read-only, and a guest write to one faults. A
+plain store (pt_store.py) is carried out by the monitor, which then drops only the shadow
+entries built from the entries it changed (guest_store: a PTE's one translation, a PDE's
+4 MiB). For any other instruction, and when the guest stores to a table several times with no
+use of it between (clearing or filling it), the monitor gives the page up (release): it drops
+every shadow built from it, so it needs no protection until a shadow is built from it again.
+Only a page that stays protected even then (the current page directory) is let written by
+one instruction, after which the shadow entries built from it are dropped.
 (Descriptor tables are watched byte-exactly instead: descriptor_watch.py.) A CR3 write thus never needs to
 drop anything; changes of CR0.PG/CR0.WP/CR4.PSE drop everything.
 
@@ -39,6 +45,7 @@ PAGE = 4096
 HOLE_PDE = MONITOR_HOLE >> 22
 ALIAS_LINEAR = 0xFFFFF000   # the hole's last page, borrowed by ShadowMmu.alias
 MAX_SPACES = 8
+WRITE_FLOOD = 3          # stores to a page table with no use of it between: give the page up
 IDENTITY = -1            # the address-space key while guest paging is off
 
 
@@ -118,6 +125,7 @@ class ShadowMmu:
         self._spaces: OrderedDict[int, AddressSpace] = OrderedDict()
         self._writable: dict[int, set[int]] = {}   # guest frame -> shadow PTEs mapping it RW
         self._protected: frozenset[int] = frozenset()
+        self._stores: dict[int, int] = {}   # protected frame -> stores since a fill used it
         self.space = self._space(IDENTITY)
 
     @contextmanager
@@ -211,7 +219,8 @@ class ShadowMmu:
         shadows are kept coherent by write protection, so a CR3 write only switches to the
         address space's cached shadow, and a mode change (whose shadows would differ) drops
         them all."""
-        if (paging, wp, pse) != (self.paging, self.wp, self.pse) or cause in ("boot",):
+        dropped = (paging, wp, pse) != (self.paging, self.wp, self.pse) or cause in ("boot",)
+        if dropped:
             for space in list(self._spaces.values()):
                 self._drop_space(space)
         self.paging, self.cr3, self.wp, self.pse = paging, cr3, wp, pse
@@ -222,7 +231,10 @@ class ShadowMmu:
         self.stats.reused += reused
         if not reused:
             self.stats.flushes += 1
-        self._refresh_protection()
+        if dropped or not reused:
+            # (switching to a cached space changes no protection: the protected frames are
+            # those of every cached space, current or not)
+            self._refresh_protection()
         self._flush_tlb()
         self._emit("flush", eip, cr3=cr3, cause=cause, cached=int(reused))
 
@@ -286,6 +298,98 @@ class ShadowMmu:
         """The guest wrote a protected page: drop every shadow entry built from it."""
         self._set_writable(vaddr, ring3, False)
         self._zap_frame(paddr & FRAME, vaddr, eip)
+
+    def guest_store(self, paddr: int, data: bytes, eip: int) -> bool:
+        """A guest store (emulated by the monitor, pt_store.py) to a protected page, within one
+        page: write it to guest RAM and drop only the shadow entries built from the entries it
+        changed. A changed PTE can only change the one translation it makes, in each place its
+        page table is used (address space, view, directory index): that shadow entry is
+        cleared. A changed PDE drops the shadow tables of its 4 MiB in that address space.
+        Returns whether a present shadow entry went (Unicorn's TLB was then flushed)."""
+        frame = paddr & FRAME
+        first = (paddr & 0xFFF) >> 2
+        count = (((paddr & 0xFFF) + len(data) - 1) >> 2) - first + 1
+        get, put, ram = self._get, self._put, self._ram
+        base = frame + 4 * first
+        old = struct.unpack_from(f"<{count}I", ram, base)
+        ram[paddr:paddr + len(data)] = data
+        new = struct.unpack_from(f"<{count}I", ram, base)
+        flush = False
+        for space in self._spaces.values():
+            sources = space.sources.get(frame)
+            if space.key == frame:
+                for i, before, after in zip(range(first, first + count), old, new):
+                    if before == after:
+                        continue
+                    dropped = False
+                    for view, root in enumerate(space.roots):
+                        table = root.tables.pop(i, None)
+                        if table is None:
+                            continue
+                        put(root.pd_addr + 4 * i, 0)
+                        self._free.append(table)
+                        dropped = True
+                        built_from = space.sources.get(before & FRAME)
+                        if built_from is not None:
+                            built_from.discard((view, i))
+                            if not built_from:
+                                del space.sources[before & FRAME]
+                    if dropped:
+                        flush = True
+                        self.stats.zaps += 1
+                        self._emit("zap", eip, vaddr=i << 22, paddr=frame, source="table")
+                sources = space.sources.get(frame)   # (this page may map itself)
+            if not sources:
+                continue
+            indexes: dict[int, list[int]] = {}
+            for view, index in sources:
+                table = space.roots[view].tables.get(index)
+                if table is not None:
+                    indexes.setdefault(index, []).append(table)
+            for i, before, after in zip(range(first, first + count), old, new):
+                if before == after:
+                    continue
+                for index, tables in indexes.items():
+                    cleared = False
+                    for table in tables:
+                        addr = table + 4 * i
+                        if get(addr) & P:
+                            cleared = True
+                            put(addr, 0)
+                    if cleared:
+                        flush = True
+                        self.stats.zaps += 1
+                        self._emit("zap", eip, vaddr=(index << 22) | (i << 12), paddr=frame,
+                                   source="entry")
+        if flush:
+            self._flush_tlb()
+        return flush
+
+    def write_flood(self, frame: int) -> bool:
+        """Count a guest store to a protected frame. True once WRITE_FLOOD of them came with
+        no fill walking through the frame between: the guest is rewriting the table (filling
+        a new one, clearing an old one) rather than changing a mapping it uses, and dropping
+        what was built from the page (release) is cheaper than a fault per store."""
+        count = self._stores.get(frame, 0) + 1
+        self._stores[frame] = count
+        return count > WRITE_FLOOD
+
+    def release(self, frame: int, vaddr: int, eip: int) -> bool:
+        """Stop protecting ``frame`` if it can be: drop every shadow built from it (the
+        cached address spaces whose directory it is, other than the current one, and the
+        shadow tables built from it as a page table). Returns whether it is now writable: a
+        page the guest rewrites wholesale (clearing or copying it with REP STOS/MOVS, most
+        often a freed page table being reused) then takes one fault, not one per store."""
+        if frame == self.space.key:
+            return False
+        self._stores.pop(frame, None)
+        for space in list(self._spaces.values()):
+            if space.key == frame:
+                self._drop_space(space)
+                self.stats.zaps += 1
+                self._emit("zap", eip, vaddr=vaddr, paddr=frame, source="directory")
+        self._zap_frame(frame, vaddr, eip)
+        return frame not in self._protected
 
     def host_wrote(self, paddr: int, length: int, eip: int) -> list[int]:
         """The host (a debugger, a device's DMA) wrote guest RAM behind the shadow's back:
@@ -377,6 +481,8 @@ class ShadowMmu:
             self._put(root.pd_addr + 4 * index, table | P | W | U)
         if not t.large and t.pde_addr is not None:
             source = t.pde & FRAME
+            if self._stores:
+                self._stores.pop(source, None)
             if source not in self.space.sources:
                 self.space.sources[source] = set()
                 self._refresh_protection()
