@@ -143,6 +143,11 @@ class Debugger:
         return self._reported == (eip, icount)
 
     # -- watchpoints ----------------------------------------------------------------------
+    @property
+    def watching(self) -> bool:
+        """Any watchpoint set (its Unicorn hook sees only stores the CPU itself makes)."""
+        return bool(self._watchpoints)
+
     def add_watchpoint(self, vaddr: int, length: int, kind: WatchKind) -> None:
         check_range(vaddr, length)
         if length <= 0:

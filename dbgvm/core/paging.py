@@ -168,7 +168,7 @@ class Paging:
         """Carry out a plain store to a protected page here (pt_store.py), dropping only the
         shadow entries built from what it changed; False: the instruction runs natively."""
         m = self._m
-        if getattr(m.debug, "_watchpoints", None):
+        if m.debug.watching:
             return False    # a watchpoint's Unicorn hook would not see a store made here
         try:
             decoded = self._decoder.decoded(eip)
