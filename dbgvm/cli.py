@@ -651,6 +651,14 @@ def _report(stop: Stop, domains: Domains, err: TextIO) -> None:
                   file=err)
 
 
+def _served(kernel: str | None, symbols: str | None):
+    """served_symbols, every problem with the file as a ValueError of one line."""
+    try:
+        return served_symbols(kernel, symbols)
+    except OSError as exc:
+        raise ValueError(f"{exc.filename}: {exc.strerror}") from None
+
+
 def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: TextIO) -> int:
     """Run (or, with -S, wait) until gdb attaches, then serve debuggers until one kills the
     VM; the guest runs only when gdb continues it."""
@@ -659,10 +667,7 @@ def _serve_gdb(domains: Domains, args: argparse.Namespace, kernel: str, err: Tex
 
     machine = domains.machines[0]
     try:
-        served = served_symbols(kernel, args.symbols)
-    except OSError as exc:
-        print(f"dbgvm: --symbols: {exc.filename}: {exc.strerror}", file=err)
-        return USAGE_ERROR
+        served = _served(kernel, args.symbols)
     except ValueError as exc:
         print(f"dbgvm: --symbols: {exc}", file=err)
         return USAGE_ERROR
@@ -758,10 +763,7 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, seen: SeenOutput,
         except OSError:
             kernel = None           # no symbols then: the cache cannot be written
         try:
-            served = served_symbols(kernel, args.symbols)
-        except OSError as exc:
-            print(f"dbgvm: --symbols: {exc.filename}: {exc.strerror}", file=err)
-            return USAGE_ERROR
+            served = _served(kernel, args.symbols)
         except ValueError as exc:
             print(f"dbgvm: --symbols: {exc}", file=err)
             return USAGE_ERROR
