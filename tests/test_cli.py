@@ -175,7 +175,7 @@ def test_batch_script_error_is_one_line_with_a_caret_and_status_1(tmp_path):
     assert proc.stdout.count("vm 0 of 1") == 1          # the third command did not run
 
 
-# -- issue 15, item 6: output errors are one line, never a traceback -----------------------
+# -- output errors are one line, never a traceback ------------------------------------------
 
 @pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("option, status", [
@@ -217,7 +217,7 @@ def test_ctrl_c_ends_a_recording_that_replays_verified(tmp_path):
     assert "replay identical to the recording" in replay.stderr
 
 
-# -- issue 15, item 9: QEMU habits on the command line -------------------------------------
+# -- QEMU habits on the command line --------------------------------------------------------
 
 @pytest.mark.parametrize("args, line", [
     (["-S"], "dbgvm: -S waits for gdb to start the guest: add -s or --gdb PORT"),
@@ -250,7 +250,7 @@ def test_version():
 
 
 def test_a_powered_off_guest_stays_ended(tmp_path):
-    """Issue 15, item 2: `continue` after the power-off must not run the guest on."""
+    """`continue` after the power-off must not run the guest on."""
     script = tmp_path / "cmds"
     script.write_text("send poweroff\ncontinue\ninfo\ncontinue\n")
     proc = dbgvm("run", "--batch", "-x", str(script), timeout=60)
@@ -262,7 +262,7 @@ def test_a_powered_off_guest_stays_ended(tmp_path):
 
 
 def test_the_terminal_is_the_guest_console_beside_gdb():
-    """Issue 15, item 7: under --gdb, what is typed at the terminal reaches the guest (as
+    """Under --gdb, what is typed at the terminal reaches the guest (as
     QEMU's serial console beside its gdbstub), and nothing typed is left for the shell."""
     import os
     import pty

@@ -220,7 +220,7 @@ def test_every_command_has_help():
             assert cls in S.lookup(name)
 
 
-# -- issue 15, item 9: QEMU habits ---------------------------------------------------------
+# -- QEMU habits ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, command", [
     ("info registers", S.Regs()),
