@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .clock import VirtualClock
     from .descriptor_watch import DescriptorWatch
-    from .events import EventKind
+    from .events import EventBus, EventKind
     from .faults import GuestFault, GuestStop
     from .stops import StopReason
     from .fast_regs import FastRegisters
@@ -71,6 +71,7 @@ class MonitorContext(CpuContext, Protocol):
     """The run loop's services, for the monitor's parts (trap handlers, hooks, devices' time)."""
 
     clock: VirtualClock
+    events: EventBus
     ports: PortBus
     pic: Pic
     hypercalls: HypercallBus

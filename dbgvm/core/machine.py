@@ -189,7 +189,10 @@ class Machine:
     def syscall_entered(self, via: str) -> None:
         """A user process calls its kernel (INT 0x80, SYSENTER): EAX is the number, and the
         arguments are in EBX, ECX, EDX, ESI, EDI, EBP (i386 ABI; through SYSENTER the vDSO
-        has pushed the sixth, EBP, at the user stack's top: None when it cannot be read)."""
+        has pushed the sixth, EBP, at the user stack's top: None when it cannot be read).
+        Nothing is read while nobody listens to `syscall` events."""
+        if not self.events.wants(EventKind.SYSCALL):
+            return
         read = self.regs.read
         esp = read(UC_X86_REG_ESP)
         args: list[int | None] = [read(r) for r in _SYSCALL_ARGS]
@@ -204,8 +207,10 @@ class Machine:
 
     def returned_to_user(self) -> None:
         """An IRET or SYSEXIT just made the virtual CPL 3: perhaps a system call's return."""
-        self.syscalls.returned(self.trap_eip, self.vcpu.cr3, self.regs.read(UC_X86_REG_ESP),
-                               self.regs.read(UC_X86_REG_EAX))
+        if self.syscalls.expecting:
+            self.syscalls.returned(self.trap_eip, self.vcpu.cr3,
+                                   self.regs.read(UC_X86_REG_ESP),
+                                   self.regs.read(UC_X86_REG_EAX))
 
     def emit(self, kind: EventKind, **fields: object) -> None:
         """Publish an event from a device, at the instruction being handled."""

@@ -84,8 +84,9 @@ class PortIo:
             claimed = value is not None
             if value is None:
                 value = (1 << (8 * size)) - 1
-            m.emit_at(EventKind.IO, m.regs.read(UC_X86_REG_EIP), port=port, size=size,
-                      dir="in", value=value, **({} if claimed else {"unclaimed": True}))
+            if m.events.wants(EventKind.IO):
+                m.emit_at(EventKind.IO, m.regs.read(UC_X86_REG_EIP), port=port, size=size,
+                          dir="in", value=value, **({} if claimed else {"unclaimed": True}))
             return value
         except Exception as exc:  # noqa: BLE001
             m.monitor_error(exc, m.regs.read(UC_X86_REG_EIP))
@@ -100,8 +101,9 @@ class PortIo:
             self.charge(PORT_IO_CHARGE)
             value &= (1 << (8 * size)) - 1
             claimed = m.ports.write(port, size, value)
-            m.emit_at(EventKind.IO, m.regs.read(UC_X86_REG_EIP), port=port, size=size,
-                      dir="out", value=value, **({} if claimed else {"unclaimed": True}))
+            if m.events.wants(EventKind.IO):
+                m.emit_at(EventKind.IO, m.regs.read(UC_X86_REG_EIP), port=port, size=size,
+                          dir="out", value=value, **({} if claimed else {"unclaimed": True}))
             # an interrupt to take now, or a timer the guest reprogrammed (the quantum was
             # sized to the old deadline): end the quantum, so that what happens next does
             # not depend on where quanta happen to end (replays slice time differently)

@@ -28,10 +28,14 @@ class SyscallTracker:
         self.names: Mapping[int, str] = {}        # the guest's table (Linux: i386 names)
         self._pending: dict[tuple[int, int], int] = {}    # (cr3, user ESP) -> number
 
+    @property
+    def expecting(self) -> bool:
+        """Some call's return is awaited (else a return to user code needs no look)."""
+        return bool(self._pending)
+
     def entered(self, eip: int, via: str, cr3: int, esp: int, number: int,
                 args: Sequence[int | None]) -> None:
-        if not self._wants(EventKind.SYSCALL):
-            return
+        """Called only while someone listens to `syscall` events (the caller checks)."""
         if len(self._pending) >= MAX_PENDING:
             del self._pending[next(iter(self._pending))]
         self._pending[(cr3, esp)] = number
@@ -39,8 +43,6 @@ class SyscallTracker:
                    name=self.names.get(number, ""), args=list(args), cr3=cr3)
 
     def returned(self, eip: int, cr3: int, esp: int, eax: int) -> None:
-        if not self._pending:
-            return
         number = self._pending.pop((cr3, esp), None)
         if number is not None and self._wants(EventKind.SYSCALL):
             result = eax - (1 << 32) if eax & 0x80000000 else eax
