@@ -7,6 +7,8 @@
 #ifndef DBGVM_HAL_H
 #define DBGVM_HAL_H
 
+#include <linux/errno.h>
+#include <linux/io.h>
 #include <linux/types.h>
 
 #define HAL_MAGIC       0x4C414844u     /* "DHAL", in EBX after PROBE */
