@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .board.board import Board
 from .core.loader import BootImage, LoadError, Module, load
 from .linux.boot import is_linux_kernel, load_linux
+from .linux.panic import PanicPoints
 from .linux.syscalls import I386_SYSCALLS
 
 
@@ -23,6 +24,7 @@ class Boot:
     board: Board | None
     banner: str | None
     syscall_names: Mapping[int, str] = field(default_factory=dict)   # for `syscall` events
+    panic_points: PanicPoints | None = None       # Linux: where it panics or oopses
 
 
 def prepare_boot(kernel: str, append: str, modules: tuple[Module, ...], ram_mb: int,
@@ -36,7 +38,8 @@ def prepare_boot(kernel: str, append: str, modules: tuple[Module, ...], ram_mb: 
         linux = load_linux(kernel, ram_mb << 20, append, initrd.data if initrd else None,
                            initrd_name=initrd.path if initrd else "initrd",
                            boot_decompressor=boot_decompressor, data=data)
-        return Boot(linux.image, Board(), linux.describe(), I386_SYSCALLS)
+        return Boot(linux.image, Board(), linux.describe(), I386_SYSCALLS,
+                    PanicPoints.of(linux.image.symbols))
     if boot_decompressor:
         raise LoadError(f"{kernel}: --boot-decompressor needs a Linux bzImage")
     return Boot(load(kernel, ram_mb << 20, append, modules, data=data), None, None)

@@ -485,7 +485,7 @@ def _run(args: argparse.Namespace, err: TextIO, outputs: Outputs, opened: list,
         pcap = PcapWriter(outputs.open("--pcap", args.pcap)) if args.pcap else None
         domains = Domains(boot.image, args.vms, DomainConfig(
             args.m, args.disk, args.disk_writable, board=boot.board, rtc_start=rtc_start,
-            syscall_names=boot.syscall_names),
+            syscall_names=boot.syscall_names, panic_points=boot.panic_points),
                           console.write, pcap=pcap, notify=lambda t: print(
                               f"dbgvm: {t}", file=err))
         out = io.TextIOWrapper(outputs.open("--trace-out", args.trace_out),
@@ -529,6 +529,11 @@ def _run(args: argparse.Namespace, err: TextIO, outputs: Outputs, opened: list,
                                outputs.failure is not None)
     except KeyboardInterrupt:
         interrupt.requested = True
+    else:
+        if stop.reason is StopReason.GUEST_PANIC:
+            # without a debugger a kernel panic ends the VM (QEMU's -action panic=exit-failure);
+            # a recording then says so instead of "cut off"
+            domains.domains[getattr(stop, "vm", None) or 0].stop = stop
     console.flush()
     if outputs.failure is not None:
         return True, 1
@@ -751,8 +756,9 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, seen: SeenOutput,
             verifier.enabled = False
             print("dbgvm: going back in time: the replay is no longer checked against the "
                   "recording", file=err)
-    engine = ReverseEngine(machine, replay.end_icount(0), args.snapshot_every, going_back,
-                           console=seen)
+    end = replay.trace.ends[0]
+    engine = ReverseEngine(machine, end.icount, args.snapshot_every, going_back, console=seen,
+                           recorded_end=f"{end.reason}: {end.message}")
     monitor = Monitor(run=lambda max_insns, interrupted: engine.run(max_insns,
                                                                     interrupted=interrupted),
                       machines=[machine], reverse=engine)

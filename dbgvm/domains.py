@@ -28,6 +28,7 @@ from .hal.device import Device
 from .hal.host import Hal
 from .hal.net import NetDevice, Switch
 from .hal.pcap import PcapWriter
+from .linux.panic import PanicPoints, PanicWatch
 from .hal.system import SystemDevice
 
 SLICE_SINGLE = 1_000_000        # instruction periods (10 ms virtual) with one VM
@@ -83,6 +84,7 @@ class DomainConfig:
     board: Board | None = None
     rtc_start: int = 0          # Unix seconds the RTC reads at virtual time 0
     syscall_names: Mapping[int, str] = field(default_factory=dict)   # Linux: the i386 table
+    panic_points: PanicPoints | None = None     # Linux: stop at its panic and oops entries
 
 
 class Domains:
@@ -122,6 +124,8 @@ class Domains:
                           console=lambda data, i=index: console_sink(i, data))
         machine.load(image)
         machine.syscalls.names = config.syscall_names
+        if config.panic_points is not None:
+            PanicWatch(machine, config.panic_points)
         console = ConsoleDevice(lambda data, i=index: console_sink(i, data))
         devices: list[Device] = [SystemDevice(machine.power_off), console]
         block = BlockDevice(config.disk, config.disk_writable) if config.disk else None

@@ -153,6 +153,9 @@ class Machine:
         self.state_parts: list[Part] = []        # devices' state, for snapshots
         self._snapshots: SnapshotStore | None = None
         self._debugger_suspended = False
+        # (eip, icount) where the current run began: a stop-before hook skips that point,
+        # as resuming from a breakpoint runs its instruction
+        self.run_start = (-1, -1)
 
     # -- start-up ---------------------------------------------------------------------------
     def load(self, image: BootImage) -> None:
@@ -538,6 +541,7 @@ class Machine:
         limit = None if max_insns is None else self.icount + max_insns
         self._until_time = until_time
         self._stop = None
+        self.run_start = (self.regs.read(UC_X86_REG_EIP), self.icount)
         self._step_off_breakpoint()
         while self._stop is None:
             if interrupted is not None and interrupted():
@@ -601,10 +605,15 @@ class Machine:
 
     def breakpoint_hit(self, address: int) -> None:
         """A breakpoint's code hook (debug.py) fired: stop before the instruction."""
+        self.stop_before_current(StopReason.BREAKPOINT, f"breakpoint at {address:#010x}",
+                                 address)
+
+    def stop_before_current(self, reason: StopReason, message: str, address: int,
+                            exit_status: int = 0) -> None:
+        """From a code hook at ``address``: end the run before that instruction executes."""
         if self._stop is not None:
             return
-        self._stop = Stop(StopReason.BREAKPOINT, f"breakpoint at {address:#010x}", address,
-                          self.current_icount(), 0)
+        self._stop = Stop(reason, message, address, self.current_icount(), exit_status)
         if self._boundary_pos is None:
             self._boundary_pos = self._counter.read() - 1   # before this instruction
             self.uc.emu_stop()
@@ -651,6 +660,11 @@ class Machine:
         """From a memory hook: end the run once the instruction in progress completes."""
         if not self._debugger_suspended:
             self._end(reason, message, 0)
+
+    @property
+    def debugger_is_suspended(self) -> bool:
+        """Reverse execution is re-running history: nothing the debugger set may stop it."""
+        return self._debugger_suspended
 
     @contextmanager
     def debugger_suspended(self) -> Iterator[None]:

@@ -16,6 +16,7 @@ class StopReason(str, enum.Enum):
     UNSUPPORTED = "unsupported"
     TRIPLE_FAULT = "triple-fault"      # exit status 0, as QEMU's -no-reboot: a guest reset
     DOUBLE_FAULT = "double-fault"      # a #DF whose IDT entry is a task gate (Linux's)
+    GUEST_PANIC = "guest-panic"        # the guest kernel entered its panic or oops path
     BAD_MEMORY = "bad-memory"
     MONITOR_ERROR = "monitor-error"
     BREAKPOINT = "breakpoint"

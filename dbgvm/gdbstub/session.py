@@ -327,6 +327,7 @@ class Session:
         if reason is StopReason.HISTORY_START:
             return b"T05" + THREAD + b"replaylog:begin;"
         if reason is StopReason.HISTORY_END:
+            self._say(f"dbgvm: {stop.message}\n")
             return b"T05" + THREAD + b"replaylog:end;"
         if reason in ENDING and self._reverse is not None:
             self._say(f"dbgvm: the recorded run ends here ({reason.value}: {stop.message})\n")

@@ -188,7 +188,7 @@ class Replay:
                                    DomainConfig(header["ram_mb"], disk, False,
                                                 header.get("network", True), boot.board,
                                                 header.get("rtc_start", 0),
-                                                boot.syscall_names),
+                                                boot.syscall_names, boot.panic_points),
                                    console_sink, replay=True)
         except BaseException:
             self.close()

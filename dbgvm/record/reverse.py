@@ -46,9 +46,10 @@ class ReverseEngine:
     def __init__(self, machine: Machine, end_icount: int,
                  interval: int = DEFAULT_INTERVAL,
                  on_going_back: Callable[[], None] = lambda: None,
-                 console: SeenOutput | None = None) -> None:
+                 console: SeenOutput | None = None, recorded_end: str = "") -> None:
         self.machine = machine
         self.end_icount = end_icount
+        self.recorded_end = recorded_end      # why the recording ended, e.g. "poweroff: ..."
         self.interval = interval
         self.store = machine.snapshot_store()
         self._on_going_back = on_going_back
@@ -102,7 +103,8 @@ class ReverseEngine:
 
     def _history_end(self) -> Stop:
         m = self.machine
-        return Stop(StopReason.HISTORY_END, f"end of the recorded run (icount {m.icount})",
+        why = f" (the recording ended with {self.recorded_end})" if self.recorded_end else ""
+        return Stop(StopReason.HISTORY_END, f"end of the recorded run{why}",
                     m.registers().eip, m.icount, 0)
 
     # -- backward -------------------------------------------------------------------------

@@ -426,7 +426,7 @@ class Monitor:
         elif reason is StopReason.HISTORY_START:
             head = "start of the recorded run"
         elif reason is StopReason.HISTORY_END:
-            head = "end of the recorded run"
+            head = stop.message
         else:
             head = f"{reason.value}: {stop.message}"
         text = f"{head}\n" if head else ""
