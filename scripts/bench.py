@@ -31,6 +31,11 @@
                timed per kind of trap (emulated instruction, port I/O, reflected fault, shadow
                fill; targets: an emulated trap <= 5 us, a shadow fill <= 8 us), shadow fills,
                zaps, CR3 switches and interrupts delivered
+  linux-record: a Linux boot to the prompt with console input typed into the shell (a command
+               that lists /proc, then poweroff), by `dbgvm run --batch`, with and without
+               --record: the recording's overhead (ratio), its trace size and events, then
+               `dbgvm replay --batch` verifying it (ratio to recording), and reverse-stepi
+               latency at the end of the replay (the snapshots of the gdb/monitor replay)
 
 `--only linux` (or any comma-separated names above) runs only those benchmarks.
 """
@@ -734,8 +739,68 @@ def bench_linux(repeat: int, dbgvm_repeat: int) -> None:
         _linux_table(plain, timed, profile)
 
 
+# -- Linux record/replay -----------------------------------------------------------------------
+LINUX_TYPED = b"ls /proc | wc -l\npoweroff\n"     # typed while the kernel boots; read at the prompt
+
+
+def _timed_cli(*args: str, stdin: bytes = b"") -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    repo = str(Path(__file__).resolve().parent.parent)       # this checkout's dbgvm
+    done = subprocess.run([sys.executable, "-m", "dbgvm", *args], input=stdin,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": repo})
+    return time.perf_counter() - start, done
+
+
+def bench_linux_record(repeat: int) -> None:
+    from dbgvm.linux.fetch import FetchError, fetch
+    from dbgvm.record.replay import Replay
+    from dbgvm.record.reverse import ReverseEngine
+    from dbgvm.record.trace import read
+
+    try:
+        files = fetch(lambda text: None)
+    except FetchError as exc:
+        print(f"linux record    skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+        return
+    boot = ("run", str(files.kernel), "--initrd", str(files.initrd), "--append", LINUX_APPEND,
+            "-m", str(LINUX_RAM_MB), "--rtc-base", str(LINUX_RTC_BASE), "--batch")
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = os.path.join(tmp, "linux.trace")
+        plain = min(_timed_cli(*boot, stdin=LINUX_TYPED)[0] for _ in range(repeat))
+        recorded, done = _timed_cli(*boot, "--record", trace, stdin=LINUX_TYPED)
+        if done.returncode != 0:
+            raise SystemExit(f"linux record: dbgvm run --record failed: {done.stderr[-500:]!r}")
+        replayed, checked = _timed_cli("replay", trace, "--batch")
+        if b"replay identical to the recording" not in checked.stdout + checked.stderr:
+            raise SystemExit(f"linux record: the replay diverged: {checked.stderr[-500:]!r}")
+        size = os.path.getsize(trace)
+        parsed = read(trace)
+        end = parsed.ends[0]
+        replay = Replay(parsed, lambda vm, data: None)
+        try:
+            engine = ReverseEngine(replay.domains.machines[0], end.icount)
+            start = time.perf_counter()
+            engine.run()
+            forward = time.perf_counter() - start
+            latencies = []
+            for _ in range(5):
+                start = time.perf_counter()
+                engine.step_back()
+                latencies.append(time.perf_counter() - start)
+        finally:
+            replay.close()
+    print(f"linux record    boot + typed input to poweroff, {end.icount / 1e6:.0f} M insns, "
+          f"{end.events} events, {len(parsed.inputs)} inputs: --record ratio "
+          f"{recorded / plain:.2f} to a plain run ({recorded:.1f} s vs {plain:.1f} s), trace "
+          f"{size / 2**20:.1f} MiB; replay+verify {replayed:.1f} s: ratio "
+          f"{replayed / recorded:.2f} to recording")
+    print(f"linux reverse   reverse-stepi at the end of that replay: {max(latencies):.2f} s worst "
+          f"of 5 (mean {sum(latencies) / 5:.2f} s; forward with snapshots {forward:.1f} s, "
+          f"{len(engine.store.snapshots)} snapshots)")
+
+
 BENCHMARKS = ("speed", "traps", "fills", "cr3", "breakpoints", "hal-block", "hal-calls",
-              "record", "reverse", "gdb", "linux")
+              "record", "reverse", "gdb", "linux", "linux-record")
 
 
 def main() -> None:
@@ -767,6 +832,7 @@ def main() -> None:
         "reverse": bench_reverse_stepi,
         "gdb": bench_gdb_stepi,
         "linux": lambda: bench_linux(args.repeat, args.linux_repeat),
+        "linux-record": lambda: bench_linux_record(args.linux_repeat),
     }
     for name in BENCHMARKS:
         if name in only:

@@ -75,6 +75,8 @@ COMMAND_LINES = [
     ("disas $eip 4", S.Disas(Register("eip", 6), n(4, 11))),
     ("pt walk 0x400000", S.PtWalk(n(0x400000, 8))),
     ("pt stats", S.PtStats()),
+    ("pt map", S.PtMap()),
+    ("pt pages", S.PtPages()),
     ("gdt", S.Gdt()),
     ("idt", S.Idt()),
     ("tss", S.Tss()),
@@ -191,7 +193,7 @@ def test_messages_name_what_was_expected():
                                      "into the guest: send frobnicate)")
     assert message("delete x") == "unexpected 'x'; expected the end or a number"
     assert message("break") == "the command ends too soon; expected an expression"
-    assert message("pt") == "the command ends too soon; expected 'stats' or 'walk'"
+    assert message("pt") == "the command ends too soon; expected 'map', 'pages', 'stats' or 'walk'"
     assert message("set eax 1") == "unexpected '1'; expected '='"
     assert message("b 1 @") == "unexpected character '@'"
     assert message("goto") == "the command ends too soon; expected an expression"
@@ -224,8 +226,8 @@ def test_every_command_has_help():
 
 @pytest.mark.parametrize("line, command", [
     ("info registers", S.Regs()),
-    ("info tlb", S.PtStats()),
-    ("info mem", S.PtStats()),
+    ("info tlb", S.PtPages()),
+    ("info mem", S.PtMap()),
     ("info pic", S.PicCommand()),
 ])
 def test_qemu_info_views_map_to_the_monitors_own(line, command):

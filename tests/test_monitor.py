@@ -273,6 +273,38 @@ def test_pt_walk_agrees_with_the_guest_tables(where):
         assert int(shadow_user, 16) == pte & ~0xFFF
 
 
+def test_pt_map_and_pages_show_the_whole_guest_address_space():
+    """The paging guest's own tables (tests/guests/paging.S) at user_entry: 0-4 MiB identity
+    mapped supervisor read/write except its two user pages, 0x400000 and 0x401000 read/write
+    (remapped to 0x201000, the second made writable), and PDE 2 a 4 MiB page at 0."""
+    m, mon, sym = setup("paging")
+    mon.run("break user_entry")
+    mon.run("c")
+    user = sorted((sym["user_page"], sym["user_stack_page"]))
+    expected = []
+    start = 0
+    for page in user:                          # -rw, then the user page urw, and so on
+        if page > start:
+            expected.append((start, page, "-rw"))
+        expected.append((page, page + 0x1000, "urw"))
+        start = page + 0x1000
+    expected += [(start, 0x402000, "-rw"), (0x800000, 0xC00000, "-rw")]
+    out = mon.run("pt map")
+    assert mon.run("info mem") == out
+    rows = re.findall(r"^([0-9a-f]{8})-([0-9a-f]{8}) ([0-9a-f]{8}) (\S+) +0x([0-9a-f]{8}) +"
+                      r"(\d+)/(\d+) pages$", out, re.M)
+    assert [(int(a, 16), int(b, 16), r) for a, b, _, r, _, _, _ in rows] == expected, out
+    for a, b, size, _, first, shadowed, pages in rows:
+        assert int(size, 16) == int(b, 16) - int(a, 16) == int(pages) * 0x1000
+        assert int(shadowed) <= int(pages)
+    assert rows[-1][4] == "00000000"             # the 4 MiB page maps physical 0
+    pages = mon.run("info tlb").splitlines()
+    assert "00400000: 00201000 4K -rw" in pages and "00401000: 00202000 4K -rw" in pages
+    assert "00800000: 00000000 4M -rw" in pages
+    assert f"{sym['user_page']:08x}: {sym['user_page']:08x} 4K urw" in pages
+    assert len(pages) == 1024 + 2 + 1
+
+
 def test_pt_walk_with_paging_off_and_pt_stats():
     m, mon, sym = setup()
     out = mon.run("pt walk 0x1234")

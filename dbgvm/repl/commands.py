@@ -35,6 +35,7 @@ from .devices_view import pic_report, pit_report
 from .errors import CommandError, Problem, fail
 from .expr import Expr, Scope, evaluate, start_column
 from .memory_view import Disassembler, dump
+from .mappings_view import map_report, pages_report
 from .paging_view import stats_report, walk_report
 from .parser import parse
 from .points import CatchSpec, Point, PointKind, PointTable
@@ -679,6 +680,12 @@ class Monitor:
 
     def _do_PtStats(self, command: S.PtStats) -> str:
         return stats_report(self.machine)
+
+    def _do_PtMap(self, command: S.PtMap) -> str:
+        return map_report(self.machine)
+
+    def _do_PtPages(self, command: S.PtPages) -> str:
+        return pages_report(self.machine)
 
     def _do_Gdt(self, command: S.Gdt) -> str:
         return gdt_report(self.machine)

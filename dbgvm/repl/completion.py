@@ -31,7 +31,7 @@ ARGUMENTS: dict[str, list[tuple[str, ...] | None]] = {
     "events": [KINDS + ("last",)],
     "help": [tuple(sorted(COMMAND_WORDS))],
     "info": [("breakpoints", "registers", "tlb", "mem", "pic")],
-    "pt": [("walk", "stats"), None],
+    "pt": [("walk", "stats", "map", "pages"), None],
     "hal": [("stats",)],
     "watch": [("read", "write", "access")],
     "step-irqs": [("on", "off")],

@@ -199,9 +199,10 @@ class _Build(Transformer):
         return S.Regs()
 
     def info_tlb(self, _):
-        return S.PtStats()
+        return S.PtPages()
 
-    info_mem = info_tlb
+    def info_mem(self, _):
+        return S.PtMap()
 
     def info_pic(self, _):
         return S.PicCommand()
@@ -318,6 +319,12 @@ class _Build(Transformer):
 
     def pt_stats(self, _):
         return S.PtStats()
+
+    def pt_map(self, _):
+        return S.PtMap()
+
+    def pt_pages(self, _):
+        return S.PtPages()
 
     def gdt(self, _):
         return S.Gdt()

@@ -211,11 +211,25 @@ class PtWalk(Command):
 
 @dataclass(frozen=True)
 class PtStats(Command):
-    names = ("pt stats", "info tlb", "info mem")
+    names = ("pt stats",)
     usage = "pt stats"
-    help = ("Shadow MMU counters: fills, dirty faults, flushes, zaps, address spaces kept. "
-            "(QEMU's 'info tlb' and 'info mem' show this; 'pt walk VADDR' shows one "
-            "address's mapping.)")
+    help = "Shadow MMU counters: fills, dirty faults, flushes, zaps, address spaces kept."
+
+
+@dataclass(frozen=True)
+class PtMap(Command):
+    names = ("pt map", "info mem")
+    usage = "pt map"
+    help = ("The guest's whole address space as its page tables map it: ranges with the "
+            "same rights (QEMU's 'info mem'), and how many pages of each the shadow holds.")
+
+
+@dataclass(frozen=True)
+class PtPages(Command):
+    names = ("pt pages", "info tlb")
+    usage = "pt pages"
+    help = ("Every page the guest's page tables map, virtual to physical with size and "
+            "rights (QEMU's 'info tlb').")
 
 
 @dataclass(frozen=True)
@@ -344,7 +358,7 @@ class Goto(Command):
 
 COMMANDS: tuple[type[Command], ...] = (
     Continue, Step, ReverseStep, ReverseContinue, Goto, StopCommand, Break, Delete, Info, InfoBreakpoints, Watch, Catch, Uncatch,
-    Trace, Events, Regs, SetRegister, Examine, Disas, PtWalk, PtStats, Gdt, Idt, Tss,
+    Trace, Events, Regs, SetRegister, Examine, Disas, PtWalk, PtStats, PtMap, PtPages, Gdt, Idt, Tss,
     PicCommand, PitCommand, HalStats, Quit, Help, Vm, Send, SetPhysical, StepIrqs)
 
 # every word that can start a command
