@@ -120,10 +120,10 @@ static irqreturn_t hal_net_interrupt(int irq, void *data)
 static int hal_net_open(struct net_device *dev)
 {
 	struct hal_net *hn = netdev_priv(dev);
-	int err;
+	int err, i;
 
 	/* frames that arrived while the interface was down are stale: drop them */
-	while (hal_net_rx_ready(hn))
+	for (i = 0; i < HAL_NET_RX_BUFFERS && hal_net_rx_ready(hn); i++)
 		hal_net_take(hn, false);
 	err = request_irq(hn->irq, hal_net_interrupt, IRQF_SHARED, dev->name, hn);
 	if (err)
