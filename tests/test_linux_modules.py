@@ -112,7 +112,7 @@ class HalConsoleLog:
 
 @pytest.fixture(scope="module")
 def hvc(linux_kernel):
-    vm = LinuxVM(linux_kernel, "console=hvc0")
+    vm = LinuxVM(linux_kernel, "console=hvc0 cryptomgr.notests")
     log = HalConsoleLog()
     vm.machine.events.subscribe({EventKind.HAL}, log)
     vm.boot()
