@@ -48,7 +48,7 @@ class LinuxFiles:
     initrd: Path              # the busybox initramfs (gzip'd newc cpio) with the modules
     busybox: Path
     release: str              # e.g. "6.1.0-50-686"
-    headers: KernelHeaders | None = None
+    headers: KernelHeaders     # what the guest drivers are built against
 
 
 def cache_dir() -> Path:

@@ -118,7 +118,7 @@ def compile_modules(sources: Mapping[str, bytes], headers: KernelHeaders,
     """Build ``sources`` in ``work`` (any directory: its path leaves no trace in the
     result); the stripped modules by name."""
     build = work / _MAPPED_BUILD
-    build.mkdir()
+    build.mkdir(parents=True)
     for name, data in sources.items():
         (build / name).write_bytes(data)
     prefix_maps = (f"-ffile-prefix-map={build}={_MAPPED_BUILD} "
