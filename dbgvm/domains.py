@@ -126,7 +126,8 @@ class Domains:
         machine.syscalls.names = config.syscall_names
         if config.panic_points is not None:
             PanicWatch(machine, config.panic_points)
-        console = ConsoleDevice(lambda data, i=index: console_sink(i, data))
+        console = ConsoleDevice(lambda data, i=index: console_sink(i, data),
+                                lambda: self._unread_uart_input(index))
         devices: list[Device] = [SystemDevice(machine.power_off), console]
         block = BlockDevice(config.disk, config.disk_writable) if config.disk else None
         if block is not None:
@@ -145,10 +146,12 @@ class Domains:
                 i, data), start_time=config.rtc_start)
             for paddr, table in board.acpi_tables:
                 machine.write_physical(paddr, table)
-        # console input goes to the UART when there is one (what Linux reads with
-        # console=ttyS0), else to the HAL console the bundled guest reads
+        # console input goes to the HAL console the bundled guest reads, or, on a board, to
+        # the UART (what Linux reads with console=ttyS0) until the guest reads the HAL
+        # console (Linux's hal_console, console=hvc0)
         uart = board.uart if board is not None else None
-        machine.inputs.register(CONSOLE_INPUT, uart.feed if uart is not None else console.feed)
+        machine.inputs.register(CONSOLE_INPUT, console.feed if uart is None else (
+            lambda data, u=uart, c=console: (c.feed if c.guest_reads else u.feed)(data)))
         hal = Hal(machine, devices)
         # device state goes back in time with the machine (reverse execution)
         machine.state_parts.append(Part("hal", hal, frozenset({"machine", "devices", "_ops"})))
@@ -156,6 +159,15 @@ class Domains:
                                 for name, device in (("console", console), ("net", net),
                                                      ("block", block)) if device is not None]
         return Domain(index, machine, hal, console, net, block, board)
+
+    def _unread_uart_input(self, index: int) -> bytes:
+        """Input waiting in VM ``index``'s UART for a driver that never opened it."""
+        board = self.domains[index].board
+        if board is None:
+            return b""
+        waiting = bytes(board.uart.state.host_input)
+        board.uart.state.host_input.clear()
+        return waiting
 
     def _arrive(self, index: int, machine: Machine, frame: bytes, sent_ns: int) -> None:
         """A frame for VM ``index``, sent at ``sent_ns``: it enters the VM's input queue now

@@ -36,6 +36,9 @@
                --record: the recording's overhead (ratio), its trace size and events, then
                `dbgvm replay --batch` verifying it (ratio to recording), and reverse-stepi
                latency at the end of the replay (the snapshots of the gdb/monitor replay)
+  linux-net:   two of those Linux VMs (--vms 2) on dbgvm's switch, VM 0 pinging VM 1 over
+               hal_net: ping's round trips in virtual time, and the wall seconds a ping
+               costs (one a virtual second, as ping sends them)
 
 `--only linux` (or any comma-separated names above) runs only those benchmarks.
 """
@@ -799,8 +802,62 @@ def bench_linux_record(repeat: int) -> None:
           f"{len(engine.store.snapshots)} snapshots)")
 
 
+NET_PINGS = 5
+NET_CHUNK = 20_000_000              # instructions of VM 0 between looks at the consoles
+NET_SUMMARY = re.compile(rb"round-trip min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms")
+
+
+def bench_linux_net() -> None:
+    from dbgvm.boot import prepare_boot
+    from dbgvm.core.loader import Module
+    from dbgvm.domains import DomainConfig, Domains
+    from dbgvm.linux.fetch import FetchError, fetch
+
+    try:
+        files = fetch(lambda text: None)
+    except FetchError as exc:
+        print(f"linux net       skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+        return
+    outputs = (bytearray(), bytearray())
+    boot = prepare_boot(str(files.kernel), LINUX_APPEND,
+                        (Module(str(files.initrd), Path(files.initrd).read_bytes(), ""),),
+                        LINUX_RAM_MB, False)
+    domains = Domains(boot.image, 2, DomainConfig(LINUX_RAM_MB, board=boot.board,
+                                                  rtc_start=LINUX_RTC_BASE),
+                      lambda vm, data: outputs[vm].extend(data))
+
+    def run_until(vm: int, pattern: re.Pattern[bytes], start: int) -> re.Match[bytes]:
+        ran = 0
+        while (found := pattern.search(outputs[vm], start)) is None:
+            stop = domains.run(NET_CHUNK)
+            ran += NET_CHUNK
+            if stop.reason is not StopReason.MAX_INSNS or ran > LINUX_LIMIT:
+                tail = outputs[vm][-1500:].decode("utf-8", "replace")
+                raise SystemExit(f"dbgvm: {pattern.pattern!r} not seen on vm{vm} "
+                                 f"({stop.reason.value}); its console ends with:\n{tail}")
+        return found
+
+    try:
+        start = time.perf_counter()
+        for vm in (0, 1):
+            run_until(vm, PROMPT, 0)
+        booted = time.perf_counter() - start
+        mark = len(outputs[0])
+        domains.console_input(0, f"ping -c {NET_PINGS} 10.0.2.16\n".encode())
+        start, cpu = time.perf_counter(), time.process_time()
+        summary = run_until(0, NET_SUMMARY, mark)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        domains.close()
+    low, avg, high = (float(ms) for ms in summary.groups())
+    print(f"linux net       two VMs to their prompts in {booted:.1f} s; ping -c {NET_PINGS} "
+          f"VM 0 -> VM 1: round trip {low:.3f}/{avg:.3f}/{high:.3f} ms min/avg/max virtual, "
+          f"{wall / NET_PINGS:.2f} s wall a ping ({wall:.1f} s in all, {cpu:.1f} s of it on "
+          f"the CPU)")
+
+
 BENCHMARKS = ("speed", "traps", "fills", "cr3", "breakpoints", "hal-block", "hal-calls",
-              "record", "reverse", "gdb", "linux", "linux-record")
+              "record", "reverse", "gdb", "linux", "linux-record", "linux-net")
 
 
 def main() -> None:
@@ -833,6 +890,7 @@ def main() -> None:
         "gdb": bench_gdb_stepi,
         "linux": lambda: bench_linux(args.repeat, args.linux_repeat),
         "linux-record": lambda: bench_linux_record(args.linux_repeat),
+        "linux-net": bench_linux_net,
     }
     for name in BENCHMARKS:
         if name in only:

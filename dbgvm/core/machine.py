@@ -340,14 +340,16 @@ class Machine:
             self._in_exception_hook = False
 
     def _handle_fault(self, vector: int, error_code: int, eip: int) -> None:
-        if vector in (Vector.GP, Vector.NP) and self.vcpu.cpl == 0 or (
-                vector == Vector.GP and self.vcpu.cpl <= self.vcpu.iopl):
+        # at CPL 3 too: CLI/STI with IOPL 3, and RDTSC, which the real CR4.TSD traps for
+        # virtual time while the guest's own TSD may allow it (Linux's vDSO clock_gettime)
+        if vector == Vector.GP or vector == Vector.NP and self.vcpu.cpl == 0:
             try:
                 decoded = self._decode(eip)
             except GuestFault:
                 decoded = None   # not an instruction the monitor knows: not one it emulates
             handler = decoded.handler if decoded is not None else None
-            if handler is not None and (self.vcpu.cpl == 0 or decoded.mnemonic in ("cli", "sti")):
+            if handler is not None and (self.vcpu.cpl == 0 or decoded.mnemonic == "rdtsc" or (
+                    decoded.mnemonic in ("cli", "sti") and self.vcpu.cpl <= self.vcpu.iopl)):
                 insn = decoded.insn
                 try:
                     jumped = handler(self, insn)

@@ -21,12 +21,19 @@ class ConsoleDevice:
     ops = ConsoleOp
     rx_capacity = 1
 
-    def __init__(self, sink: Callable[[bytes], None]) -> None:
+    def __init__(self, sink: Callable[[bytes], None],
+                 claim: Callable[[], bytes] = lambda: b"") -> None:
+        """``claim``: takes the input typed so far that waits elsewhere (a UART nobody
+        opened), which is the guest's once it reads the HAL console."""
         self._sink = sink
+        self._claim = claim
         self._input = bytearray()
         self._eof = False
         self._eof_sent = False
         self._deliver: Deliver | None = None
+        # the guest posted a buffer once: it reads its console here (Linux's hal_console
+        # with console=hvc0), so a board's UART no longer gets the typed input
+        self.guest_reads = False
 
     def min_length(self, op: int) -> int:
         return 0
@@ -52,9 +59,15 @@ class ConsoleDevice:
             self._eof = True
         else:
             self._input += data
-        self.rx_posted()
+        self._pass_on()
 
     def rx_posted(self) -> None:
+        if not self.guest_reads:
+            self.guest_reads = True
+            self._input[:0] = self._claim()
+        self._pass_on()
+
+    def _pass_on(self) -> None:
         assert self._deliver is not None
         while self._input:
             taken = self._deliver(Channel.CONSOLE, ConsoleOp.INPUT, bytes(self._input))
