@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from dbgvm.linux.boot import (BOOT_PARAMS_ADDR, CMDLINE_ADDR, is_linux_kernel, k
                               load_linux)
 from dbgvm.linux.bzimage import parse_setup_header, unpack
 from dbgvm.linux.initramfs import Entry, build_initramfs, write_cpio
+from dbgvm.linux.modules import BuiltModules
 
 LOAD = 0x1000000
 PAGE_OFFSET = 0xC0000000
@@ -326,7 +328,14 @@ def test_fetch_from_the_cache_runs_no_apt(tmp_path, monkeypatch):
     cache.mkdir(parents=True)
     (cache / "vmlinuz-6.1.0-7-686").write_bytes(b"k")
     (cache / "busybox").write_bytes(b"b")
+    (cache / "modules-6.1.0-7-686").mkdir()
+    for path in fetch_mod.KERNEL_MODULES:
+        (cache / "modules-6.1.0-7-686" / Path(path).name).write_bytes(b"m")
+    (cache / "headers-6.1.0-7-686").mkdir()
+    (cache / "headers-6.1.0-7-686" / fetch_mod.IDENTITY).write_text("headers")
     monkeypatch.setattr(fetch_mod, "_run", lambda *a, **k: pytest.fail("apt was run"))
+    monkeypatch.setattr(fetch_mod, "build_modules",
+                        lambda headers, cache, log: BuiltModules(cache, {"hal_console": b"d"}))
     logged: list[str] = []
     files = fetch_mod.fetch(logged.append)
     assert files.release == "6.1.0-7-686" and files.initrd.read_bytes()[:2] == b"\x1f\x8b"

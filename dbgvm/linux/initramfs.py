@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import gzip
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
 
 NEWC_MAGIC = b"070701"
+MODULES_DIR = "lib/modules"
+LOAD_LIST = f"{MODULES_DIR}/load-order"     # module names, one a line, as init loads them
 TRAILER = "TRAILER!!!"
 
 
@@ -97,9 +99,18 @@ def parse_file_list(text: str, base: Path, variables: dict[str, str],
     return entries
 
 
-def build_initramfs(busybox: Path) -> bytes:
-    """The gzip-compressed initramfs: the repository's init and file list, and ``busybox``
-    (a static i386 build)."""
+def module_entries(modules: Sequence[tuple[str, bytes]]) -> list[Entry]:
+    """``/lib/modules/NAME.ko`` for each module and the list init loads them from."""
+    entries = [Entry(f"{MODULES_DIR}/{name}.ko", stat.S_IFREG | 0o644, data)
+               for name, data in modules]
+    order = "".join(f"{name}\n" for name, _ in modules).encode()
+    return entries + [Entry(LOAD_LIST, stat.S_IFREG | 0o644, order)]
+
+
+def build_initramfs(busybox: Path, modules: Sequence[tuple[str, bytes]] = ()) -> bytes:
+    """The gzip-compressed initramfs: the repository's init and file list, ``busybox`` (a
+    static i386 build) and kernel ``modules`` (name and bytes, in the order init loads
+    them)."""
     source = resources.files(__package__) / "initramfs"
     with resources.as_file(source) as directory:
         listing = directory / "files"
@@ -108,4 +119,5 @@ def build_initramfs(busybox: Path) -> bytes:
         except OSError as exc:
             raise InitramfsError(f"{listing}: {exc.strerror}") from None
         entries = parse_file_list(text, directory, {"BUSYBOX": str(busybox)}, str(listing))
+    entries += module_entries(modules)
     return gzip.compress(write_cpio(entries), compresslevel=9, mtime=0)

@@ -10,6 +10,7 @@
 #include <linux/errno.h>
 #include <linux/io.h>
 #include <linux/types.h>
+#include <asm/asm.h>
 
 #define HAL_MAGIC       0x4C414844u     /* "DHAL", in EBX after PROBE */
 #define HAL_ABI_VERSION 1
@@ -46,9 +47,8 @@ struct hal_probe_result {
 	u32 irq;        /* EDX: the legacy IRQ line of the HAL interrupt */
 };
 
-/* vmcall (0F 01 C1) at virtual CPL 0; EAX = function, EBX/ECX/EDX = arguments. Outside
- * dbgvm the instruction raises #UD, so callers probe only where dbgvm is known to run
- * (the initramfs loads these modules). */
+/* vmcall (0F 01 C1) at virtual CPL 0; EAX = function, EBX/ECX/EDX = arguments. Only
+ * after hal_probe() succeeded: outside dbgvm the instruction raises #UD. */
 static inline s32 hal_vmcall(u32 fn, u32 *b, u32 *c, u32 *d)
 {
 	u32 a = fn;
@@ -58,13 +58,19 @@ static inline s32 hal_vmcall(u32 fn, u32 *b, u32 *c, u32 *d)
 	return (s32)a;
 }
 
-/* 0 and the ABI version and IRQ line when dbgvm's HAL answers, -ENODEV otherwise. */
+/* 0 and the ABI version and IRQ line when dbgvm's HAL answers, -ENODEV otherwise. The
+ * vmcall has an exception-table entry: where it raises #UD (QEMU, bare metal) execution
+ * resumes after it with the registers unchanged, so the same initramfs boots anywhere.
+ * Under a hypervisor that knows vmcall (KVM), EBX does not come back as the magic. */
 static inline int hal_probe(struct hal_probe_result *out)
 {
-	u32 b = 0, c = 0, d = 0;
+	u32 a = HAL_PROBE, b = 0, c = 0, d = 0;
 
-	if (hal_vmcall(HAL_PROBE, &b, &c, &d) != HAL_OK || b != HAL_MAGIC ||
-	    c != HAL_ABI_VERSION)
+	asm volatile("1: .byte 0x0f, 0x01, 0xc1\n"
+		     "2:\n"
+		     _ASM_EXTABLE(1b, 2b)
+		     : "+a"(a), "+b"(b), "+c"(c), "+d"(d) : : "memory");
+	if ((s32)a != HAL_OK || b != HAL_MAGIC || c != HAL_ABI_VERSION)
 		return -ENODEV;
 	out->abi = c;
 	out->irq = d;
