@@ -64,7 +64,7 @@ def image(tmp_path_factory) -> tuple[Path, bytes]:
     return path, data
 
 
-MOUNT = "mount -t ext2 /dev/halblk0 /mnt"
+MOUNT = "mkdir -p /mnt && mount -t ext2 /dev/halblk0 /mnt"
 
 
 @pytest.fixture(scope="module")
