@@ -3,8 +3,9 @@ the host with mkfs.ext2 is mounted, read and written by the real kernel.
 
 Copy-on-write (`--disk`): what the guest reads is the host's files (their MD5 computed here,
 never by dbgvm), what it writes it reads back after dropping its caches, and the image file
-stays byte-identical. `--disk-writable`: what the guest wrote is in the image afterwards, as
-e2fsprogs' debugfs reads it, and e2fsck finds the file system clean.
+stays byte-identical. `--disk-writable` (with 1 GiB of RAM, so that the page cache is in high
+memory): what the guest wrote is in the image afterwards, as e2fsprogs' debugfs reads it, and
+e2fsck finds the file system clean.
 
 Two Linux boots, one per mode, each through `dbgvm run --batch` with the commands on stdin
 (the console echoes them, so every check below looks for text only the guest's output can
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,10 +36,11 @@ class Run:
     status: int
 
 
-def _boot(kernel: Path, initrd: Path, disk: Path, commands: list[str], *extra: str) -> Run:
+def _boot(kernel: Path, initrd: Path, disk: Path, commands: list[str], *extra: str,
+          ram_mb: int = 128) -> Run:
     script = "".join(f"{line}\n" for line in [*commands, "poweroff"])
     done = subprocess.run([sys.executable, "-m", "dbgvm", "run", str(kernel), "--initrd",
-                           str(initrd), "--append", APPEND, "-m", "128", "--batch",
+                           str(initrd), "--append", APPEND, "-m", str(ram_mb), "--batch",
                            "--disk", str(disk), *extra],
                           input=script.encode(), capture_output=True, timeout=900, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -116,13 +119,19 @@ def test_writable_disk_keeps_the_guests_files(linux_kernel, image, tmp_path):
     source, data = image
     path = tmp_path / "writable.img"
     path.write_bytes(source.read_bytes())
+    # with 1 GiB of RAM the page cache is in high memory, which the driver must map
+    # (kmap_local_page) to copy to and from: HighFree shows the cache took it
     run = _boot(linux_kernel.kernel, linux_kernel.initrd, path, [
+        "grep HighFree /proc/meminfo",
         MOUNT,
         "cp /mnt/data.bin /mnt/copy.bin",
         "echo written by Linux > /mnt/new.txt",
+        "grep HighFree /proc/meminfo",
         "umount /mnt",
-    ], "--disk-writable")
+    ], "--disk-writable", ram_mb=1024)
     assert run.status == 0, run.console[-3000:]
+    high_free = [int(kb) for kb in re.findall(r"HighFree:\s+(\d+) kB", run.console)]
+    assert len(high_free) == 2 and high_free[0] - high_free[1] >= DATA_SIZE // 1024, high_free
     assert _debugfs_cat(path, "new.txt") == b"written by Linux\n"
     assert _debugfs_cat(path, "copy.bin") == data
     check = subprocess.run(["e2fsck", "-fn", str(path)], capture_output=True, timeout=60)
