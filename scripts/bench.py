@@ -23,6 +23,10 @@
   replay:      replaying and verifying that recording, against recording it
   reverse:     reverse-stepi latency at the end of a 10-million-instruction replay (snapshots
                every 2 million instructions; target <= 200 ms)
+  linux-blk:   Debian's i386 kernel (as for `linux`) reading a 32 MiB disk image through
+               dbgvm's hal_blk driver, `dd if=/dev/halblk0 of=/dev/null bs=1M` through the page
+               cache and with iflag=direct: MB/s of wall time and of the guest's own (virtual)
+               clock, against this process reading the same file in 1 MiB reads
   linux:       Debian's i386 kernel (`dbgvm linux fetch`) booted with 'console=ttyS0
                cryptomgr.notests' -m 128 to the busybox prompt, with the vmlinux dbgvm
                unpacks and with --boot-decompressor: wall seconds against QEMU (TCG) booting
@@ -856,8 +860,101 @@ def bench_linux_net() -> None:
           f"the CPU)")
 
 
+LINUX_BLK_MB = 32
+LINUX_BLK_READS = (("page cache", ""), ("O_DIRECT", " iflag=direct"))
+UPTIME = re.compile(r"^(\d+\.\d+) \d+\.\d+\r?$", re.MULTILINE)
+
+
+class LinuxConsole:
+    """A Linux VM in this process with a disk: commands typed on ttyS0, each timed in wall
+    seconds (from typing it to the next prompt) and by the guest's clock."""
+
+    def __init__(self, files, disk: str) -> None:
+        from dbgvm.boot import prepare_boot
+        from dbgvm.core.loader import Module
+        from dbgvm.domains import DomainConfig, Domains
+
+        self.output = bytearray()
+        initrd = Path(files.initrd).read_bytes()
+        boot = prepare_boot(str(files.kernel), LINUX_APPEND,
+                            (Module(str(files.initrd), initrd, ""),), LINUX_RAM_MB, False)
+        self.domains = Domains(boot.image, 1, DomainConfig(LINUX_RAM_MB, disk, board=boot.board,
+                                                           rtc_start=LINUX_RTC_BASE),
+                               lambda vm, data: self.output.extend(data))
+
+    def wait(self, start: int) -> None:
+        """Run until the prompt shows after offset ``start`` of the console."""
+        ran = 0
+        while PROMPT.search(self.output, start) is None:
+            if ran >= LINUX_LIMIT:
+                raise SystemExit("dbgvm: no busybox prompt; the console ends with:\n"
+                                 + self.output[-1500:].decode("utf-8", "replace"))
+            stop = self.domains.run(20_000_000)
+            ran += 20_000_000
+            if stop.reason.value != "max-insns":
+                raise SystemExit(f"dbgvm: Linux stopped: {stop.message}")
+
+    def timed(self, line: str) -> tuple[float, float, str]:
+        """Wall seconds, guest seconds (/proc/uptime read by the guest around it) and the
+        output of ``line``. The guest's clock, not the monitor's: after the prompt the guest
+        idles, and an idle guest's virtual time jumps to its next timer."""
+        start = len(self.output)
+        begin = time.perf_counter()
+        self.domains.console_input(0, f"cat /proc/uptime; {line}; cat /proc/uptime\n".encode())
+        self.wait(start)
+        wall = time.perf_counter() - begin
+        output = self.output[start:].decode("utf-8", "replace")
+        uptimes = [float(up) for up in UPTIME.findall(output)]
+        if len(uptimes) != 2:
+            raise SystemExit(f"no /proc/uptime before and after {line!r}:\n{output}")
+        return wall, uptimes[1] - uptimes[0], output
+
+
+def host_read_whole(path: str) -> float:
+    fd = os.open(path, os.O_RDONLY)
+    start = time.perf_counter()
+    while os.read(fd, 1 << 20):
+        pass
+    elapsed = time.perf_counter() - start
+    os.close(fd)
+    return elapsed
+
+
+def bench_linux_blk(repeat: int) -> None:
+    from dbgvm.linux.fetch import FetchError, fetch
+
+    try:
+        files = fetch(lambda text: None)
+    except FetchError as exc:
+        print(f"linux blk read  skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+        return
+    with tempfile.NamedTemporaryFile(suffix=".img") as image:
+        image.write(os.urandom(LINUX_BLK_MB << 20))
+        image.flush()
+        host = LINUX_BLK_MB / min(host_read_whole(image.name) for _ in range(repeat))
+        vm = LinuxConsole(files, image.name)
+        try:
+            vm.wait(0)
+            print(f"linux blk read  {files.release}, dd bs=1M of a {LINUX_BLK_MB} MiB "
+                  f"/dev/halblk0 (best of {repeat}); the host reads the file at "
+                  f"{host:.0f} MB/s")
+            for name, flags in LINUX_BLK_READS:
+                runs = [vm.timed(f"dd if=/dev/halblk0 of=/dev/null bs=1M{flags}")
+                        for _ in range(repeat)]
+                failed = [out for *_, out in runs if f"{LINUX_BLK_MB}+0 records in" not in out]
+                if failed:
+                    raise SystemExit(f"dd in the guest failed:\n{failed[0]}")
+                wall, guest = min(run[:2] for run in runs)
+                print(f"  {name:<10} {LINUX_BLK_MB / wall:6.1f} MB/s wall ({wall:.2f} s), "
+                      f"{LINUX_BLK_MB / guest:6.1f} MB/s guest clock ({guest:.3f} s): "
+                      f"ratio to the host {LINUX_BLK_MB / wall / host:.4f}", flush=True)
+        finally:
+            vm.domains.close()
+
+
 BENCHMARKS = ("speed", "traps", "fills", "cr3", "breakpoints", "hal-block", "hal-calls",
-              "record", "reverse", "gdb", "linux", "linux-record", "linux-net")
+              "record", "reverse", "gdb", "linux", "linux-record", "linux-net",
+              "linux-blk")
 
 
 def main() -> None:
@@ -891,6 +988,7 @@ def main() -> None:
         "linux": lambda: bench_linux(args.repeat, args.linux_repeat),
         "linux-record": lambda: bench_linux_record(args.linux_repeat),
         "linux-net": bench_linux_net,
+        "linux-blk": lambda: bench_linux_blk(args.repeat),
     }
     for name in BENCHMARKS:
         if name in only:
