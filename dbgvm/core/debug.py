@@ -41,7 +41,24 @@ class WatchHit:
     vaddr: int          # the watched address the access touched
 
 
+WatchKey = tuple[int, int, WatchKind]          # (vaddr, length, kind)
+
+
+@dataclass(frozen=True)
+class DebuggerState:
+    """The debugger's points: not part of a machine snapshot (going back keeps them), but
+    saved and restored the same way (a reverse re-run sets them aside)."""
+
+    breakpoints: frozenset[int]
+    watchpoints: frozenset[WatchKey]
+    reported: tuple[int, int] | None
+    last_watch: WatchHit | None
+
+
 class Debugger:
+    # wiring; what Unicorn holds now (follows the points); the breakpoint being stepped off
+    NOT_SAVED = frozenset({"m", "memory", "exits", "bp_hooks", "skip_exit"})
+
     def __init__(self, owner: "RunLoop", memory: GuestMemory) -> None:
         self._m = owner
         self._memory = memory
@@ -50,8 +67,20 @@ class Debugger:
         self._bp_hooks: dict[int, int] = {}
         self.skip_exit: int | None = None      # the breakpoint being stepped off
         self._reported: tuple[int, int] | None = None   # (eip, icount) of a reported breakpoint
-        self._watchpoints: dict[tuple[int, int, WatchKind], list[int]] = {}
+        self._watchpoints: dict[WatchKey, list[int]] = {}   # -> their Unicorn hooks
         self.last_watch: WatchHit | None = None
+
+    def save(self) -> DebuggerState:
+        return DebuggerState(self._breakpoints, frozenset(self._watchpoints), self._reported,
+                             self.last_watch)
+
+    def restore(self, state: DebuggerState) -> None:
+        for key in frozenset(self._watchpoints) - state.watchpoints:
+            self.remove_watchpoint(*key)
+        for key in state.watchpoints - frozenset(self._watchpoints):
+            self.add_watchpoint(*key)
+        self.set_breakpoints(state.breakpoints)
+        self._reported, self.last_watch = state.reported, state.last_watch
 
     # -- memory (memory.py) -----------------------------------------------------------------
     def translate(self, vaddr: int) -> int | None:

@@ -43,7 +43,7 @@ from .ring3 import TABLES, enter_ring3
 from .scheduler import Scheduler
 from .segments import SegmentTables
 from .stops import Stop, StopReason
-from .snapshot import Part, SnapshotStore
+from .snapshot import Part, Persistent, Snapshot, SnapshotStore
 from .syscalls import SyscallTracker, returned_to_user, syscall_entered
 from .traps import TrapDispatch
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
@@ -371,21 +371,19 @@ class Machine:
     def snapshot_store(self) -> SnapshotStore:
         """The machine's snapshots (created on first use: it keeps a copy of guest RAM)."""
         if self._snapshots is None:
-            everything_live = frozenset({"_timers", "_consumers", "_observers"})
-            parts = [Part("machine", self, include=frozenset({
-                         "icount", "trap_eip", "vcpu"})),
-                     Part("scheduler", self.scheduler, include=frozenset({
-                         "halted", "shadow_until"})),
-                     Part("clock", self.clock, everything_live),
-                     Part("inputs", self.inputs, everything_live),
-                     Part("pic", self.pic), Part("pit", self.pit), Part("mmu", self.mmu),
-                     Part("tables", self.tables),
-                     Part("syscalls", self.syscalls, frozenset({"_emit", "_wants", "names"}))]
-            self._snapshots = SnapshotStore(self.uc, self.ram, self.hole,
-                                            parts + self.state_parts, self._after_restore)
+            parts: dict[str, Persistent] = {
+                "vcpu": self.vcpu, "scheduler": self.scheduler, "clock": self.clock,
+                "inputs": self.inputs, "pic": self.pic, "pit": self.pit, "mmu": self.mmu,
+                "tables": self.tables, "descriptor_watch": self.descriptor_watch,
+                "syscalls": self.syscalls}
+            parts.update((part.name, part) for part in self.state_parts)
+            self._snapshots = SnapshotStore(self.uc, self.ram, self.hole, parts,
+                                            self._after_restore)
         return self._snapshots
 
-    def _after_restore(self) -> None:
+    def _after_restore(self, snapshot: Snapshot) -> None:
+        self.icount = snapshot.icount
+        self.trap_eip = self.regs.read(UC_X86_REG_EIP)    # as between any two quanta
         self.mirror_vif()
         self.decoder.clear()
         self.pending_stop = None

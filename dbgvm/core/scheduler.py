@@ -34,6 +34,9 @@ class SchedulerState:
 
 
 class Scheduler:
+    # wiring, and the current run's own settings (its caller sets them at each run)
+    NOT_SAVED = frozenset({"m", "until_time", "stepping", "planned_deadline"})
+
     def __init__(self, owner: "RunLoop") -> None:
         self._m = owner
         self.halted = False              # in HLT, waiting for an interrupt

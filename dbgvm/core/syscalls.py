@@ -12,6 +12,7 @@ events, so it costs nothing otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX,
@@ -32,12 +33,25 @@ Emit = Callable[..., None]            # (kind, eip, **fields)
 Wants = Callable[[EventKind], bool]
 
 
+@dataclass(frozen=True)
+class SyscallTrackerState:
+    pending: tuple[tuple[tuple[int, int], int], ...]     # ((cr3, user ESP), number), oldest first
+
+
 class SyscallTracker:
+    NOT_SAVED = frozenset({"emit", "wants", "names"})    # wiring, and the guest's table of names
+
     def __init__(self, emit: Emit, wants: Wants) -> None:
         self._emit = emit
         self._wants = wants
         self.names: Mapping[int, str] = {}        # the guest's table (Linux: i386 names)
         self._pending: dict[tuple[int, int], int] = {}    # (cr3, user ESP) -> number
+
+    def save(self) -> SyscallTrackerState:
+        return SyscallTrackerState(tuple(self._pending.items()))
+
+    def restore(self, state: SyscallTrackerState) -> None:
+        self._pending = dict(state.pending)
 
     def listened(self) -> bool:
         """Someone listens to `syscall` events (else an entry needs no look)."""
