@@ -12,7 +12,7 @@ decoder), never through a context.
 ``RunLoop`` adds the run loop's own steps, for the scheduler, the trap dispatch and the
 debugger. None of these modules imports machine.py, so dbgvm/core has no import cycle
 (tests/test_core_imports.py checks it). Attributes are read through the context at each use,
-never cached: a snapshot's restore replaces ``vcpu``.
+never cached.
 """
 from __future__ import annotations
 
