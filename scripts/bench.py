@@ -76,7 +76,9 @@ from dbgvm.core.events import Event, EventKind  # noqa: E402
 from dbgvm.core.faults import StopReason, Vector  # noqa: E402
 from dbgvm.core.loader import load  # noqa: E402
 from dbgvm.core.instruction_hooks import InstructionHooks  # noqa: E402
-from dbgvm.core.machine import QUANTUM, Machine  # noqa: E402
+from dbgvm.core.machine import Machine  # noqa: E402
+from dbgvm.core.scheduler import QUANTUM, Scheduler  # noqa: E402
+from dbgvm.core.traps import TrapDispatch  # noqa: E402
 from dbgvm.core.paging import Paging  # noqa: E402
 from dbgvm.core.port_io import PortIo  # noqa: E402
 
@@ -441,9 +443,9 @@ class TrapProfile:
     created inside ``patched()`` registers call the timed versions; dbgvm's code is unchanged."""
 
     # (class, method): the handlers timed, by the name _classify knows them by
-    WRAPPED = ((Machine, "_on_intr"), (Machine, "_on_invalid"), (PortIo, "on_in"),
+    WRAPPED = ((TrapDispatch, "_on_intr"), (TrapDispatch, "_on_invalid"), (PortIo, "on_in"),
                (PortIo, "on_out"), (InstructionHooks, "on_cpuid"),
-               (InstructionHooks, "on_sysenter"), (Machine, "_boundary"),
+               (InstructionHooks, "on_sysenter"), (Scheduler, "boundary"),
                (Paging, "after_protected_write"))
     KINDS = (EventKind.TRAP, EventKind.PT, EventKind.IRQ)
 
@@ -518,7 +520,7 @@ class TrapProfile:
             return "cpuid", "emulated"
         if method == "after_protected_write":
             return "page-table write: zap, re-protect", "page faults"
-        if method == "_boundary":
+        if method == "boundary":
             irq = any(e.kind is EventKind.IRQ for e in events)
             return ("interrupt delivery" if irq else None), "interrupts"
         traps = [e for e in events if e.kind is EventKind.TRAP]

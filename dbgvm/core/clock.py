@@ -14,6 +14,7 @@ Time is ``icount + idle + charged`` periods.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 NS_PER_INSN = 10
@@ -29,12 +30,26 @@ class Timer(Protocol):
         """Fire everything due at or before ``now``."""
 
 
+@dataclass(frozen=True)
+class ClockState:
+    idle: int
+    charged: int
+
+
 class VirtualClock:
+    NOT_SAVED = frozenset({"icount", "timers"})     # wiring, fixed when the machine is built
+
     def __init__(self, icount: Callable[[], int]) -> None:
         self._icount = icount
         self.idle = 0
         self.charged = 0
         self._timers: list[Timer] = []
+
+    def save(self) -> ClockState:
+        return ClockState(self.idle, self.charged)
+
+    def restore(self, state: ClockState) -> None:
+        self.idle, self.charged = state.idle, state.charged
 
     def now(self) -> int:
         """Current virtual time in instruction periods."""

@@ -1,6 +1,6 @@
-"""What the emulation code and the monitor's parts may use of the machine, as two Protocols.
+"""What the emulation code and the monitor's parts may use of the machine, as Protocols.
 
-The Machine (machine.py) satisfies both. The modules that emulate instructions (privileged.py,
+The Machine (machine.py) satisfies them all. The modules that emulate instructions (privileged.py,
 delivery.py, returns.py, guest_registers.py) take a ``CpuContext``: the registers, the
 virtual CPU, the descriptor tables and guest memory, and the few state changes an instruction
 may make. The parts of the monitor split out of the Machine (memory.py, decoder.py, paging.py,
@@ -9,9 +9,10 @@ loop's services: events, ending the quantum or the run, reflecting a fault to th
 The parts know each other only through constructor arguments (the paging unit gets the
 decoder), never through a context.
 
-Neither module imports machine.py, so dbgvm/core has no import cycle (tests/test_core_imports.py
-checks it). Attributes are read through the context at each use, never cached: a snapshot's
-restore replaces ``vcpu``.
+``RunLoop`` adds the run loop's own steps, for the scheduler, the trap dispatch and the
+debugger. None of these modules imports machine.py, so dbgvm/core has no import cycle
+(tests/test_core_imports.py checks it). Attributes are read through the context at each use,
+never cached.
 """
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
     from .descriptor_watch import DescriptorWatch
     from .events import EventBus, EventKind
     from .faults import GuestFault, GuestStop
-    from .stops import StopReason
+    from .stops import Stop, StopReason
     from .fast_regs import FastRegisters
     from .hypercalls import HypercallBus
+    from .inputs import InputQueue
     from .pic import Pic
+    from .pit import Pit
     from .port_bus import PortBus
     from .segments import SegmentTables
     from .shadow_mmu import ShadowMmu
@@ -100,3 +103,17 @@ class MonitorContext(CpuContext, Protocol):
     def monitor_error(self, exc: Exception, eip: int) -> None: ...
     def stop_after_current(self, reason: StopReason, message: str) -> None: ...
     def breakpoint_hit(self, address: int) -> None: ...
+
+
+class RunLoop(MonitorContext, Protocol):
+    """The run loop's own state and steps, for the parts that drive it between and around
+    quanta (scheduler.py, stepping off a breakpoint in debug.py)."""
+
+    inputs: InputQueue
+    pit: Pit
+    pending_stop: Stop | None         # why the run ends, once known
+
+    def end_run(self, reason: StopReason, message: str, exit_status: int,
+                eip: int | None = None) -> None: ...
+    def between_quanta(self) -> None: ...
+    def run_quantum(self, budget: int) -> int: ...

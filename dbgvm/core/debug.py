@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
+from unicorn.x86_const import UC_X86_REG_EIP
 
-from .stops import StopReason
 from .memory import DebugError, GuestMemory, check_range
+from .stops import Stop, StopReason
 
 if TYPE_CHECKING:
-    from .cpu_context import MonitorContext
+    from .cpu_context import RunLoop
 
 __all__ = ["DebugError", "Debugger", "WatchHit", "WatchKind"]
+
+MAX_FILLS_PER_INSN = 8   # code pages, data pages and a stack page of one instruction, at most
 
 
 class WatchKind(str, enum.Enum):
@@ -38,8 +41,25 @@ class WatchHit:
     vaddr: int          # the watched address the access touched
 
 
+WatchKey = tuple[int, int, WatchKind]          # (vaddr, length, kind)
+
+
+@dataclass(frozen=True)
+class DebuggerState:
+    """The debugger's points: not part of a machine snapshot (going back keeps them), but
+    saved and restored the same way (a reverse re-run sets them aside)."""
+
+    breakpoints: frozenset[int]
+    watchpoints: frozenset[WatchKey]
+    reported: tuple[int, int] | None
+    last_watch: WatchHit | None
+
+
 class Debugger:
-    def __init__(self, owner: "MonitorContext", memory: GuestMemory) -> None:
+    # wiring; what Unicorn holds now (follows the points); the breakpoint being stepped off
+    NOT_SAVED = frozenset({"m", "memory", "exits", "bp_hooks", "skip_exit"})
+
+    def __init__(self, owner: "RunLoop", memory: GuestMemory) -> None:
         self._m = owner
         self._memory = memory
         self._breakpoints: frozenset[int] = frozenset()
@@ -47,8 +67,20 @@ class Debugger:
         self._bp_hooks: dict[int, int] = {}
         self.skip_exit: int | None = None      # the breakpoint being stepped off
         self._reported: tuple[int, int] | None = None   # (eip, icount) of a reported breakpoint
-        self._watchpoints: dict[tuple[int, int, WatchKind], list[int]] = {}
+        self._watchpoints: dict[WatchKey, list[int]] = {}   # -> their Unicorn hooks
         self.last_watch: WatchHit | None = None
+
+    def save(self) -> DebuggerState:
+        return DebuggerState(self._breakpoints, frozenset(self._watchpoints), self._reported,
+                             self.last_watch)
+
+    def restore(self, state: DebuggerState) -> None:
+        for key in frozenset(self._watchpoints) - state.watchpoints:
+            self.remove_watchpoint(*key)
+        for key in state.watchpoints - frozenset(self._watchpoints):
+            self.add_watchpoint(*key)
+        self.set_breakpoints(state.breakpoints)
+        self._reported, self.last_watch = state.reported, state.last_watch
 
     # -- memory (memory.py) -----------------------------------------------------------------
     def translate(self, vaddr: int) -> int | None:
@@ -141,6 +173,31 @@ class Debugger:
 
     def reported(self, eip: int, icount: int) -> bool:
         return self._reported == (eip, icount)
+
+    def step_off_breakpoint(self) -> None:
+        """A run starts: when on a reported breakpoint, run that one instruction without its
+        exit; on one nobody reported, stop there at once."""
+        m = self._m
+        eip = m.regs.read(UC_X86_REG_EIP)
+        if eip not in self._breakpoints:
+            return
+        if not self.reported(eip, m.icount):
+            m.pending_stop = Stop(StopReason.BREAKPOINT, f"breakpoint at {eip:#010x}", eip,
+                                  m.icount, 0)
+            return
+        self.skip_exit = eip
+        try:
+            m.between_quanta()
+            # A shadow fill for the instruction (its code or data page) uses up the one-
+            # instruction quantum without retiring it: try again until it retires or leaves.
+            for _ in range(MAX_FILLS_PER_INSN):
+                if m.pending_stop is not None or m.regs.read(UC_X86_REG_EIP) != eip:
+                    break
+                if m.run_quantum(1):
+                    break
+        finally:
+            self.skip_exit = None
+            self.sync_exits()
 
     # -- watchpoints ----------------------------------------------------------------------
     @property

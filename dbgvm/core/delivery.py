@@ -1,5 +1,7 @@
-"""Interrupt and exception delivery through the guest's IDT (SDM vol. 3, 6.12), and the
-segment checks it shares with the returns (IRET, far RET: returns.py).
+"""Interrupt and exception delivery through the guest's IDT (SDM vol. 3, 6.12), the segment
+checks it shares with the returns (IRET, far RET: returns.py), and the monitor's side of it:
+reflecting a fault the guest caused back to the guest, escalating to #DF and a triple fault
+as the CPU does.
 
 All stack frames hold what the guest would see on bare metal: its own CS/SS selectors (with the
 virtual RPL) and EFLAGS with the virtual IF and IOPL.
@@ -13,15 +15,17 @@ from unicorn.x86_const import (UC_X86_REG_CS, UC_X86_REG_EFLAGS, UC_X86_REG_EIP,
                                UC_X86_REG_SS)
 
 from .descriptors import HOLE_LAST_BYTE, Descriptor, SystemType
-from .faults import GuestFault, GuestStop, Vector
+from .events import EventKind
+from .faults import HAS_ERROR_CODE, GuestFault, GuestStop, Vector
 from .stops import StopReason
 from .guest_registers import read_register
 from .vcpu import EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, EFLAGS_VM
 
 if TYPE_CHECKING:
-    from .cpu_context import CpuContext
+    from .cpu_context import CpuContext, MonitorContext
 
 _GATES = (SystemType.INTERRUPT_GATE32, SystemType.TRAP_GATE32)
+_CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
 
 
 def code_segment(m: "CpuContext", selector: int, new_cpl_max: int, ext: int = 0) -> Descriptor:
@@ -121,3 +125,57 @@ def deliver(m: "CpuContext", vector: int, return_eip: int, *, error_code: int | 
     regs.write(UC_X86_REG_EFLAGS, real_flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM))
     if kind is SystemType.INTERRUPT_GATE32:
         m.set_vif(False, "interrupt-gate" if not software else f"int {vector:#x}")
+
+
+def reflect(m: "MonitorContext", fault: GuestFault, eip: int) -> None:
+    """Deliver a fault the guest caused to the guest itself, at the faulting instruction."""
+    if fault.vector == Vector.GP and fault.error_code & 0xFFFC:
+        reason = m.tables.refusal(fault.error_code)
+        if reason:
+            m.emit_at(EventKind.DESC, eip, table="ldt" if fault.error_code & 4 else "gdt",
+                      op="fault", index=fault.error_code >> 3, reason=reason)
+    if fault.cr2 is not None:
+        m.vcpu.cr2 = fault.cr2
+    code = fault.error_code if fault.vector in HAS_ERROR_CODE else None
+    deliver_guarded(m, fault.vector, eip, error_code=code)
+
+
+def deliver_guarded(m: "MonitorContext", vector: int, return_eip: int, *,
+                    error_code: int | None = None, software: bool = False,
+                    external: bool = False) -> None:
+    """Deliver, escalating to #DF and then to a triple-fault stop as the CPU does."""
+    try:
+        deliver(m, vector, return_eip, error_code=error_code, software=software,
+                external=external)
+    except GuestFault as fault:
+        if vector == Vector.DF:
+            raise GuestStop(StopReason.TRIPLE_FAULT,
+                            f"triple fault: delivering #DF raised vector {fault.vector} "
+                            f"error {fault.error_code:#x}") from None
+        # SDM vol. 3 table 6-5: a contributory fault (or #PF) while delivering one of
+        # those is a double fault; anything else is delivered in turn.
+        benign = software or external or vector not in _CONTRIBUTORY
+        fault_eip = m.trap_eip if software else return_eip
+        if benign or fault.vector not in _CONTRIBUTORY:
+            m.emit_at(EventKind.TRAP, fault_eip, vector=fault.vector,
+                      insn=m.describe_insn(fault_eip), action="reflect")
+            reflect(m, fault, fault_eip)
+        else:
+            m.emit_at(EventKind.TRAP, fault_eip, vector=int(Vector.DF),
+                      insn=m.describe_insn(fault_eip), action="reflect")
+            try:
+                deliver_guarded(m, Vector.DF, return_eip, error_code=0)
+            except GuestStop as stop:
+                if stop.reason is not StopReason.DOUBLE_FAULT:
+                    raise
+                raise GuestStop(stop.reason, f"{stop.message}: delivering vector "
+                                f"{vector} raised vector {fault.vector} error "
+                                f"{fault.error_code:#x}; frame: {crash_frame(m)}") from None
+
+
+def crash_frame(m: "CpuContext") -> str:
+    """The registers a crash report needs, in one line."""
+    r = {name: read_register(m, name) for name in ("cs", "eip", "ss", "esp", "eflags", "cr2",
+                                                   "cr3")}
+    return (f"cs:eip {r['cs']:#06x}:{r['eip']:#010x} ss:esp {r['ss']:#06x}:{r['esp']:#010x} "
+            f"eflags {r['eflags']:#010x} cr2 {r['cr2']:#010x} cr3 {r['cr3']:#010x}")

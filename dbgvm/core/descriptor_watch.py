@@ -35,7 +35,14 @@ class Piece:
 Walk = Callable[[int], "Translation | PageFault"]
 
 
+@dataclass(frozen=True)
+class DescriptorWatchState:
+    pieces: tuple[Piece, ...]
+
+
 class DescriptorWatch:
+    NOT_SAVED = frozenset({"uc", "tables", "walk", "eip", "hooks"})   # wiring; hooks follow pieces
+
     def __init__(self, uc: Uc, tables: SegmentTables, walk: Walk,
                  eip: Callable[[], int]) -> None:
         self._uc = uc
@@ -50,6 +57,12 @@ class DescriptorWatch:
         """What is watched now."""
         return self._pieces
 
+    def save(self) -> DescriptorWatchState:
+        return DescriptorWatchState(self._pieces)
+
+    def restore(self, state: DescriptorWatchState) -> None:
+        self._watch(state.pieces)
+
     def tables_moved(self) -> None:
         """The guest loaded a GDT/LDT or changed paging: hook the physical bytes the tables
         occupy now (pages not mapped yet are not watched: loading from them faults)."""
@@ -62,11 +75,15 @@ class DescriptorWatch:
                 if not isinstance(t, PageFault):
                     pieces.append(Piece(t.paddr, size, linear))
                 linear += size
-        if tuple(pieces) == self._pieces:
+        self._watch(tuple(pieces))
+
+    def _watch(self, pieces: tuple[Piece, ...]) -> None:
+        """Hook exactly ``pieces``."""
+        if pieces == self._pieces:
             return
         for hook in self._hooks:
             self._uc.hook_del(hook)
-        self._pieces = tuple(pieces)
+        self._pieces = pieces
         self._hooks = [self._uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, piece, piece.paddr,
                                          piece.paddr + piece.size - 1)
                        for piece in self._pieces]

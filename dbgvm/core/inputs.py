@@ -25,12 +25,27 @@ class Input:
 Consumer = Callable[[bytes], None]
 
 
+@dataclass(frozen=True)
+class InputQueueState:
+    pending: tuple[tuple[str, bytes], ...]
+    scheduled: tuple[tuple[int, str, bytes], ...]
+
+
 class InputQueue:
+    NOT_SAVED = frozenset({"consumers", "observers"})    # wiring: who takes and watches inputs
+
     def __init__(self) -> None:
         self._pending: deque[tuple[str, bytes]] = deque()
         self._scheduled: deque[tuple[int, str, bytes]] = deque()   # (time, channel, payload)
         self._consumers: dict[str, Consumer] = {}
         self._observers: list[Callable[[Input], None]] = []
+
+    def save(self) -> InputQueueState:
+        return InputQueueState(tuple(self._pending), tuple(self._scheduled))
+
+    def restore(self, state: InputQueueState) -> None:
+        self._pending = deque(state.pending)
+        self._scheduled = deque(state.scheduled)
 
     def register(self, channel: str, consumer: Consumer) -> None:
         if channel in self._consumers:

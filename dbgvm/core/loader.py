@@ -11,10 +11,17 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_EIP
 
 from .descriptors import MONITOR_HOLE
+from .guest_registers import write_register
+
+if TYPE_CHECKING:
+    from .cpu_context import CpuContext
 
 MULTIBOOT_MAGIC = 0x1BADB002
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
@@ -190,3 +197,20 @@ def load(path: str | Path, ram_size: int, cmdline: str = "",
                                 f"info block at {MB_INFO_ADDR:#x}")
     return BootImage(tuple(boot + chunks), entry, True, MULTIBOOT_BOOTLOADER_MAGIC,
                      MB_INFO_ADDR, symbols)
+
+
+def place(m: "CpuContext", image: BootImage) -> None:
+    """Place a boot image in guest RAM and set the Multiboot entry registers."""
+    for chunk in image.chunks:
+        m.ram[chunk.paddr:chunk.paddr + len(chunk.data)] = chunk.data
+        tail = chunk.memsz - len(chunk.data)
+        if tail > 0:
+            start = chunk.paddr + len(chunk.data)
+            m.ram[start:start + tail] = bytes(tail)
+    m.regs.write(UC_X86_REG_EIP, image.entry)
+    if image.multiboot:
+        m.regs.write(UC_X86_REG_EAX, image.eax)
+        m.regs.write(UC_X86_REG_EBX, image.ebx)
+    for name, value in image.entry_registers:
+        write_register(m, name, value)
+    m.uc.ctl_flush_tb()

@@ -6,11 +6,32 @@ cascaded on master IRQ 2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 MASTER_PORTS = range(0x20, 0x22)
 SLAVE_PORTS = range(0xA0, 0xA2)
 CASCADE_LINE = 2
+
+
+@dataclass(frozen=True)
+class ChipState:
+    """A saved Chip: the same fields."""
+
+    irr: int
+    isr: int
+    imr: int
+    vector_base: int
+    init_step: int
+    single: bool
+    needs_icw4: bool
+    auto_eoi: bool
+    read_isr: bool
+
+
+@dataclass(frozen=True)
+class PicState:
+    master: ChipState
+    slave: ChipState
 
 
 @dataclass
@@ -26,6 +47,13 @@ class Chip:
     needs_icw4: bool = False
     auto_eoi: bool = False
     read_isr: bool = False
+
+    def save(self) -> ChipState:
+        return ChipState(**vars(self))      # a field missing from ChipState fails here
+
+    def restore(self, state: ChipState) -> None:
+        for f in fields(state):
+            setattr(self, f.name, getattr(state, f.name))
 
     def write_command(self, value: int) -> None:
         if value & 0x10:                         # ICW1
@@ -93,6 +121,13 @@ class Pic:
     def __init__(self) -> None:
         self.master = Chip()
         self.slave = Chip()
+
+    def save(self) -> PicState:
+        return PicState(self.master.save(), self.slave.save())
+
+    def restore(self, state: PicState) -> None:
+        self.master.restore(state.master)
+        self.slave.restore(state.slave)
 
     def _chip(self, port: int) -> Chip:
         return self.master if port in MASTER_PORTS else self.slave

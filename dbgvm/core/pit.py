@@ -18,7 +18,7 @@ command and BCD counting are ignored.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .clock import NS_PER_INSN
 
@@ -47,6 +47,29 @@ def time_of_tick(tick: int) -> int:
     return -(-tick * 1_000_000_000 // (NS_PER_INSN * PIT_HZ))
 
 
+@dataclass(frozen=True)
+class ChannelState:
+    """A saved Channel: the same fields."""
+
+    mode: int
+    access: int
+    reload: int
+    start_tick: int | None
+    paused_tick: int | None
+    fired: int
+    gate: bool
+    write_low_next: bool
+    pending_low: int
+    latch: int | None
+    read_low_next: bool
+
+
+@dataclass(frozen=True)
+class PitState:
+    channels: tuple[ChannelState, ...]
+    system_control: int
+
+
 @dataclass
 class Channel:
     mode: int = 0
@@ -60,6 +83,13 @@ class Channel:
     pending_low: int = 0
     latch: int | None = None
     read_low_next: bool = True
+
+    def save(self) -> ChannelState:
+        return ChannelState(**vars(self))   # a field missing from ChannelState fails here
+
+    def restore(self, state: ChannelState) -> None:
+        for f in fields(state):
+            setattr(self, f.name, getattr(state, f.name))
 
     @property
     def period(self) -> int:
@@ -116,6 +146,9 @@ class Channel:
 
 
 class Pit:
+    # wiring, and the cache of next_deadline's last conversion (a function of the channel)
+    NOT_SAVED = frozenset({"now", "raise_irq", "deadline_tick", "deadline"})
+
     def __init__(self, now: Callable[[], int], raise_irq: Callable[[int], None]) -> None:
         self._now = now
         self._raise_irq = raise_irq
@@ -123,6 +156,15 @@ class Pit:
         self.system_control = 0               # port 0x61 bits 0-3
         self._deadline_tick: int | None = None  # next_deadline's last conversion
         self._deadline = 0
+
+    def save(self) -> PitState:
+        return PitState(tuple(ch.save() for ch in self.channels), self.system_control)
+
+    def restore(self, state: PitState) -> None:
+        for channel, saved in zip(self.channels, state.channels, strict=True):
+            channel.restore(saved)
+        self.system_control = state.system_control
+        self._deadline_tick = None
 
     @property
     def channel(self) -> Channel:

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from unicorn import Uc
 from unicorn.x86_const import UC_X86_REG_GDTR, UC_X86_REG_LDTR
 
-from .descriptors import NULL, Descriptor, SystemType, Table, check, installed_copy
+from .descriptors import NULL, Descriptor, Table, check, installed_copy
 from .events import EventKind
 
-GDT_ENTRIES = 8192
-TABLE_BYTES = GDT_ENTRIES * 8
 # Before the guest loads a GDT of its own, its boot selectors are those QEMU's Multiboot loader
 # leaves: flat 4 GiB code at 0x10 and data at 0x18.
 BOOT_CS, BOOT_DS = 0x10, 0x18
@@ -45,12 +43,39 @@ class GuestTable:
     entries: list[Descriptor]
     refused: dict[int, str]
 
+    def save(self) -> GuestTableState:
+        return GuestTableState(self.base, self.limit, tuple(self.entries),
+                               tuple(self.refused.items()))
+
+
+@dataclass(frozen=True)
+class GuestTableState:
+    base: int
+    limit: int
+    entries: tuple[Descriptor, ...]
+    refused: tuple[tuple[int, str], ...]
+
+    def restored(self) -> GuestTable:
+        return GuestTable(self.base, self.limit, list(self.entries), dict(self.refused))
+
+
+@dataclass(frozen=True)
+class SegmentTablesState:
+    """The guest tables as validated (their installed copies are in the hole, saved with it)."""
+
+    boot_gdt: GuestTableState
+    gdt: GuestTableState | None          # None: the boot GDT
+    ldt: GuestTableState
+    ring3_view: bool
+
 
 ReadLinear = Callable[[int, int], bytes]
 Emit = Callable[..., None]
 
 
 class SegmentTables:
+    NOT_SAVED = frozenset({"uc", "eip", "layout", "read_linear", "emit"})   # wiring
+
     def __init__(self, uc: Uc, layout: TableLayout, read_linear: ReadLinear, emit: Emit,
                  eip: Callable[[], int]) -> None:
         self._uc = uc
@@ -63,6 +88,17 @@ class SegmentTables:
         self.ldt = GuestTable(0, 0, [], {})
         self.ring3_view = False
         self._install_all(Table.GDT)
+
+    def save(self) -> SegmentTablesState:
+        gdt = None if self.gdt is self._boot_gdt else self.gdt.save()
+        return SegmentTablesState(self._boot_gdt.save(), gdt, self.ldt.save(), self.ring3_view)
+
+    def restore(self, state: SegmentTablesState) -> None:
+        """Take ``state``'s tables; the CPU context restored with them holds GDTR and LDTR."""
+        self._boot_gdt = state.boot_gdt.restored()
+        self.gdt = self._boot_gdt if state.gdt is None else state.gdt.restored()
+        self.ldt = state.ldt.restored()
+        self.ring3_view = state.ring3_view
 
     # -- loading guest tables -------------------------------------------------------------
     def _read_entries(self, base: int, limit: int) -> list[Descriptor]:

@@ -36,7 +36,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 from .descriptors import MONITOR_HOLE
 from .guest_paging import FRAME, P, U, W, PageFault, Translation, ad_updates, walk
@@ -103,7 +103,46 @@ class AddressSpace:
     sources: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AddressSpaceState:
+    key: int
+    roots: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]   # (pd_addr, (index, table)...)
+    sources: tuple[tuple[int, frozenset[tuple[int, int]]], ...]
+
+
+@dataclass(frozen=True)
+class ShadowMmuState:
+    """The MMU's bookkeeping (the shadow tables themselves are in the hole, saved with it)."""
+
+    paging: bool
+    cr3: int
+    wp: bool
+    pse: bool
+    spaces: tuple[AddressSpaceState, ...]     # least recently used first
+    space: int                                # the current space's key
+    writable: tuple[tuple[int, frozenset[int]], ...]
+    protected: frozenset[int]
+    stores: tuple[tuple[int, int], ...]
+    free: tuple[int, ...]
+    stats: tuple[int, ...]
+
+
+def _saved_space(space: AddressSpace) -> AddressSpaceState:
+    return AddressSpaceState(
+        space.key, tuple((root.pd_addr, tuple(root.tables.items())) for root in space.roots),
+        tuple((frame, frozenset(users)) for frame, users in space.sources.items()))
+
+
+def _restored_space(state: AddressSpaceState) -> AddressSpace:
+    ring0, ring3 = (ShadowRoot(pd_addr, dict(tables)) for pd_addr, tables in state.roots)
+    return AddressSpace(state.key, (ring0, ring3),
+                        {frame: set(users) for frame, users in state.sources})
+
+
 class ShadowMmu:
+    # wiring and constants fixed when the machine is built
+    NOT_SAVED = frozenset({"hole", "ram", "ram_size", "emit", "flush_tlb", "hole_pt"})
+
     def __init__(self, hole: memoryview, ram: memoryview, ram_size: int, *, pool_offset: int,
                  pool_pages: int, hole_pt_offset: int, emit: Callable[..., None],
                  flush_tlb: Callable[[], None]) -> None:
@@ -127,6 +166,26 @@ class ShadowMmu:
         self._protected: frozenset[int] = frozenset()
         self._stores: dict[int, int] = {}   # protected frame -> stores since a fill used it
         self.space = self._space(IDENTITY)
+
+    def save(self) -> ShadowMmuState:
+        return ShadowMmuState(
+            self.paging, self.cr3, self.wp, self.pse,
+            tuple(_saved_space(space) for space in self._spaces.values()), self.space.key,
+            tuple((frame, frozenset(ptes)) for frame, ptes in self._writable.items()),
+            self._protected, tuple(self._stores.items()), tuple(self._free),
+            astuple(self.stats))
+
+    def restore(self, state: ShadowMmuState) -> None:
+        """Take ``state``'s bookkeeping; the caller restores the hole (the shadow tables) and
+        flushes Unicorn's TLB."""
+        self.paging, self.cr3, self.wp, self.pse = state.paging, state.cr3, state.wp, state.pse
+        self._spaces = OrderedDict((s.key, _restored_space(s)) for s in state.spaces)
+        self.space = self._spaces[state.space]
+        self._writable = {frame: set(ptes) for frame, ptes in state.writable}
+        self._protected = state.protected
+        self._stores = dict(state.stores)
+        self._free = list(state.free)
+        self.stats = ShadowStats(*state.stats)
 
     @contextmanager
     def alias(self, frame: int, ring3: bool) -> Iterator[int]:

@@ -1,16 +1,18 @@
 """Snapshots of a whole machine, kept in memory, for going back in time.
 
 A snapshot is the CPU (Unicorn's context), guest RAM and the monitor's hole (shadow page tables,
-installed descriptors), and the Python state of every part: the virtual CPU, clock, PIC, PIT,
-shadow MMU bookkeeping, descriptor tables, input queue, and whatever devices registered (the
-HAL). Memory is stored as the pages that changed since the previous snapshot, on top of one
-full copy, so a snapshot every few million instructions costs little. Debugger state
-(breakpoints, watchpoints, event subscribers) is not part of it: going back keeps the
-debugger's view; so does output that already left the machine (its console).
+installed descriptors), and the saved state of every ``Persistent`` part: each core component
+(the virtual CPU, scheduler, clock, PIC, PIT, shadow MMU bookkeeping, descriptor tables and
+their watch, input queue, system-call tracker) saves a frozen dataclass of its own and
+restores from it in place, as Firecracker's devices do with their Persist states. Memory is
+stored as the pages that changed since the previous snapshot, on top of one full copy, so a
+snapshot every few million instructions costs little. Debugger state (breakpoints,
+watchpoints, event subscribers) is not part of it: going back keeps the debugger's view; so
+does output that already left the machine (its console).
 
-Parts are snapshot by value: every attribute is deep-copied except callables and live
-handles (Unicorn, capstone, memoryviews), which stay as they are; ``exclude`` names containers
-of such handles.
+Devices outside the core (the HAL's, the board's) have no state type yet: a ``Part`` saves
+one by value, deep-copying every attribute except callables and live handles (Unicorn,
+capstone, memoryviews), which stay as they are; ``exclude`` names containers of such handles.
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ import ctypes
 import mmap
 import types
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from capstone import Cs
 from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, Uc
@@ -30,6 +33,14 @@ PAGE = 4096
 CHUNK = 64 * PAGE            # compared first; only differing chunks are compared by page
 _LIVE = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, memoryview,
          mmap.mmap, Uc, Cs)
+
+
+class Persistent(Protocol):
+    """A part of the machine whose state a snapshot keeps: ``save`` returns an immutable
+    value, ``restore`` puts the part back in that state in place."""
+
+    def save(self) -> object: ...
+    def restore(self, state: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,13 +64,20 @@ class Part:
         for key, value in copy.deepcopy(state, dict(identity)).items():
             setattr(self.obj, key, value)
 
+    # Persistent: the object itself is kept by reference in what it refers to
+    def save(self) -> dict[str, Any]:
+        return self.state({id(self.obj): self.obj})
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.load(state, {id(self.obj): self.obj})
+
 
 @dataclass
 class Snapshot:
     icount: int
     time: int
     cpu: Any                                      # unicorn.UcContext
-    parts: dict[str, dict[str, Any]]
+    parts: dict[str, object]                      # each part's saved state, by name
     ram_pages: int = 0              # pages changed since the previous snapshot
     hole_pages: int = 0
 
@@ -125,26 +143,22 @@ class _PagedImage:
 
 
 class SnapshotStore:
-    def __init__(self, uc: Uc, ram: memoryview, hole: memoryview, parts: list[Part],
-                 after_restore: Callable[[], None]) -> None:
+    def __init__(self, uc: Uc, ram: memoryview, hole: memoryview,
+                 parts: Mapping[str, Persistent],
+                 after_restore: Callable[[Snapshot], None]) -> None:
         self._uc = uc
         self._ram = _PagedImage(ram)
         self._hole = _PagedImage(hole)
-        self.parts = list(parts)
+        self.parts = dict(parts)
         self._after_restore = after_restore
         self.snapshots: list[Snapshot] = []
-
-    def _identity(self) -> dict[int, object]:
-        """deepcopy memo entries that keep every part's object (and live handles) as is."""
-        return {id(p.obj): p.obj for p in self.parts}
 
     def take(self, icount: int, time: int) -> Snapshot:
         if self.snapshots and icount < self.snapshots[-1].icount:
             raise ValueError("snapshots are taken in instruction-count order")
-        identity = self._identity()
         index = len(self.snapshots)
         snap = Snapshot(icount, time, self._uc.context_save(),
-                        {p.name: p.state(identity) for p in self.parts},
+                        {name: part.save() for name, part in self.parts.items()},
                         self._ram.record(index), self._hole.record(index))
         self.snapshots.append(snap)
         return snap
@@ -163,10 +177,9 @@ class SnapshotStore:
         self._ram.restore(index)
         self._hole.restore(index)
         self._uc.context_restore(target.cpu)
-        identity = self._identity()
-        for part in self.parts:
-            part.load(target.parts[part.name], identity)
+        for name, part in self.parts.items():
+            part.restore(target.parts[name])
         self._uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         self._uc.ctl_flush_tb()
-        self._after_restore()
+        self._after_restore(target)
         return target

@@ -12,21 +12,50 @@ events, so it costs nothing otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX,
+                               UC_X86_REG_EDI, UC_X86_REG_EDX, UC_X86_REG_ESI, UC_X86_REG_ESP,
+                               UC_X86_REG_SS)
 
 from .events import EventKind
+from .faults import GuestFault, GuestStop
+
+if TYPE_CHECKING:
+    from .cpu_context import CpuContext
 
 MAX_PENDING = 4096
+_ARGS = (UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_ESI, UC_X86_REG_EDI,
+         UC_X86_REG_EBP)
 
 Emit = Callable[..., None]            # (kind, eip, **fields)
 Wants = Callable[[EventKind], bool]
 
 
+@dataclass(frozen=True)
+class SyscallTrackerState:
+    pending: tuple[tuple[tuple[int, int], int], ...]     # ((cr3, user ESP), number), oldest first
+
+
 class SyscallTracker:
+    NOT_SAVED = frozenset({"emit", "wants", "names"})    # wiring, and the guest's table of names
+
     def __init__(self, emit: Emit, wants: Wants) -> None:
         self._emit = emit
         self._wants = wants
         self.names: Mapping[int, str] = {}        # the guest's table (Linux: i386 names)
         self._pending: dict[tuple[int, int], int] = {}    # (cr3, user ESP) -> number
+
+    def save(self) -> SyscallTrackerState:
+        return SyscallTrackerState(tuple(self._pending.items()))
+
+    def restore(self, state: SyscallTrackerState) -> None:
+        self._pending = dict(state.pending)
+
+    def listened(self) -> bool:
+        """Someone listens to `syscall` events (else an entry needs no look)."""
+        return self._wants(EventKind.SYSCALL)
 
     @property
     def expecting(self) -> bool:
@@ -48,3 +77,29 @@ class SyscallTracker:
             result = eax - (1 << 32) if eax & 0x80000000 else eax
             self._emit(EventKind.SYSCALL, eip, op="exit", nr=number,
                        name=self.names.get(number, ""), result=result, cr3=cr3)
+
+
+def syscall_entered(m: "CpuContext", tracker: SyscallTracker, via: str) -> None:
+    """A user process calls its kernel (INT 0x80, SYSENTER): EAX is the number, and the
+    arguments are in EBX, ECX, EDX, ESI, EDI, EBP (i386 ABI; through SYSENTER the vDSO
+    has pushed the sixth, EBP, at the user stack's top: None when it cannot be read).
+    Nothing is read while nobody listens to `syscall` events."""
+    if not tracker.listened():
+        return
+    read = m.regs.read
+    esp = read(UC_X86_REG_ESP)
+    args: list[int | None] = [read(r) for r in _ARGS]
+    if via == "sysenter":
+        try:
+            stack = m.tables.base_of(read(UC_X86_REG_SS)) + esp
+            args[5] = int.from_bytes(m.read_linear(stack, 4), "little")
+        except (GuestFault, GuestStop):
+            args[5] = None
+    tracker.entered(m.trap_eip, via, m.vcpu.cr3, esp, read(UC_X86_REG_EAX), args)
+
+
+def returned_to_user(m: "CpuContext", tracker: SyscallTracker) -> None:
+    """An IRET or SYSEXIT just made the virtual CPL 3: perhaps a system call's return."""
+    if tracker.expecting:
+        tracker.returned(m.trap_eip, m.vcpu.cr3, m.regs.read(UC_X86_REG_ESP),
+                         m.regs.read(UC_X86_REG_EAX))

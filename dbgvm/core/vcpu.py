@@ -1,7 +1,7 @@
 """The virtual CPU state the guest believes it has, beside the real (ring-3) Unicorn state."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 EFLAGS_CF, EFLAGS_TF, EFLAGS_IF, EFLAGS_DF = 1 << 0, 1 << 8, 1 << 9, 1 << 10
 EFLAGS_IOPL = 3 << 12
@@ -24,6 +24,28 @@ class TableRegister:
     selector: int = 0
 
 
+TableValue = tuple[int, int, int]          # (base, limit, selector) of a TableRegister
+
+
+@dataclass(frozen=True)
+class VirtualCpuState:
+    """A saved VirtualCpu: one field per attribute, every one immutable."""
+
+    cpl: int
+    vif: bool
+    iopl: int
+    cr0: int
+    cr2: int
+    cr3: int
+    cr4: int
+    gdtr: TableValue
+    idtr: TableValue
+    ldtr: TableValue
+    tr: TableValue
+    msrs: tuple[tuple[int, int], ...]
+    dr: tuple[int, ...]
+
+
 @dataclass
 class VirtualCpu:
     cpl: int = 0
@@ -39,6 +61,21 @@ class VirtualCpu:
     tr: TableRegister = field(default_factory=TableRegister)
     msrs: dict[int, int] = field(default_factory=dict)
     dr: list[int] = field(default_factory=lambda: [0] * 8)  # kept, never armed
+
+    def save(self) -> VirtualCpuState:
+        return VirtualCpuState(self.cpl, self.vif, self.iopl, self.cr0, self.cr2, self.cr3,
+                               self.cr4, astuple(self.gdtr), astuple(self.idtr),
+                               astuple(self.ldtr), astuple(self.tr),
+                               tuple(sorted(self.msrs.items())), tuple(self.dr))
+
+    def restore(self, state: VirtualCpuState) -> None:
+        """Become ``state`` in place (the emulation code reads ``vcpu`` at each use)."""
+        self.cpl, self.vif, self.iopl = state.cpl, state.vif, state.iopl
+        self.cr0, self.cr2, self.cr3, self.cr4 = state.cr0, state.cr2, state.cr3, state.cr4
+        self.gdtr, self.idtr = TableRegister(*state.gdtr), TableRegister(*state.idtr)
+        self.ldtr, self.tr = TableRegister(*state.ldtr), TableRegister(*state.tr)
+        self.msrs = dict(state.msrs)
+        self.dr = list(state.dr)
 
     def guest_eflags(self, real: int) -> int:
         """EFLAGS as the guest sees them: the real flags with the virtual IF and IOPL."""

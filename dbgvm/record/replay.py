@@ -57,9 +57,8 @@ class Verifier:
         self.stream = EventStream()
         self.divergence: Divergence | str | None = None
         self.enabled = True
-        unsubscribe = machine.events.subscribe(set(EventKind), self._on_event)
-        unobserve = machine.inputs.observe(self._on_input)
-        self._unsubscribe = lambda: (unsubscribe(), unobserve())
+        machine.events.subscribe(set(EventKind), self._on_event)     # for the VM's lifetime
+        machine.inputs.observe(self._on_input)
 
     def _on_input(self, applied: Input) -> None:
         """A recorded input takes effect: at its recorded instruction count and time."""
@@ -89,9 +88,6 @@ class Verifier:
         if text != expected:
             self.divergence = Divergence(self.vm, index, event.icount, expected, text)
             self._machine.stop_after_current(StopReason.REQUESTED, "the replay diverged")
-
-    def detach(self) -> None:
-        self._unsubscribe()
 
 
 def _short(digest: str) -> str:
