@@ -223,6 +223,26 @@ def test_trapped_rdtsc_is_charged(guest):
     assert delta == 3 + 3 * 1000 + TIME_READ_CHARGE * 1001
 
 
+@pytest.mark.parametrize("mode", ["u", "U"])
+def test_rdtsc_at_cpl3_follows_the_guests_own_tsd(guest, mode):
+    # the monitor sets the real CR4.TSD so that RDTSC traps and reads virtual time; at CPL 3
+    # that must stay invisible unless the guest set TSD itself (SDM Vol. 2B RDTSC: #GP(0)
+    # if CR4.TSD = 1 and CPL > 0). Linux's vDSO reads the TSC at CPL 3.
+    r = run(guest, mode)
+    assert exited(r, 0x0E)
+    first, second = r.symbol("u_first"), r.symbol("u_second")
+    if mode == "u":
+        # between the reads: the first RDTSC (one period, then its charge) and a MOV
+        assert r.console.splitlines() == [f"tsc delta {2 + TIME_READ_CHARGE:08x}"]
+        assert traps_at(r, first) == [{"vector": 13, "insn": "rdtsc", "action": "emulate"}]
+    else:
+        # each RDTSC faults in the guest (its handler skips it): EAX never changes
+        assert r.console.splitlines() == [f"#GP err=00000000 eip={first:08x}",
+                                          f"#GP err=00000000 eip={second:08x}",
+                                          "tsc delta 00000000"]
+        assert traps_at(r, first) == [{"vector": 13, "insn": "rdtsc", "action": "reflect"}]
+
+
 def test_timer_due_during_an_rdtsc_spin_arrives_on_time(guest):
     r = run(guest, "p")
     assert exited(r, 0x0C)

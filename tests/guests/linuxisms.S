@@ -79,6 +79,10 @@ _start:
         je mode_p
         cmp $'x', %al
         je mode_x
+        cmp $'u', %al
+        je mode_u
+        cmp $'U', %al
+        je mode_u
         exit_with 0x7e
 
 # Identity-map 0..4 MiB and map 0xC0000000..0xC03FFFFF to the same physical pages (user
@@ -504,6 +508,31 @@ np_handler:                             # frame: err eip cs eflags; skips the UD
         pop %eax
         add $4, %esp
         iret
+
+# -- u: RDTSC at CPL 3 (Linux's vDSO clock_gettime); U: with the guest's own CR4.TSD set ---
+mode_u:
+        set_gate 0x80, u_syscall, 0xEE
+        movl $2, gp_skip                # rdtsc: 0f 31
+        cmpb $'U', mode
+        jne 1f
+        mov %cr4, %eax
+        or $4, %eax                     # TSD: RDTSC only at CPL 0
+        mov %eax, %cr4
+1:      to_user u_first
+u_first:
+        rdtsc
+        mov %eax, %ebx
+u_second:
+        rdtsc
+        sub %ebx, %eax
+        int $0x80
+1:      jmp 1b
+
+u_syscall:
+        mov $KDATA, %bx                 # IRET to ring 3 nulled DS
+        mov %bx, %ds
+        show m_tsc, %eax
+        exit_with 0x0e
 
 # -- fault handlers ----------------------------------------------------------------------------
 # frame: err eip cs eflags [esp ss]. Skips gp_skip bytes, or ends the run when that is 0.
