@@ -90,25 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trace-out", metavar="FILE", help="write events as JSON Lines to FILE "
                      "(the kinds of --trace, or all kinds when --trace is not given)")
     run.add_argument("--max-insns", type=int, metavar="N", help="stop after N instructions")
-    run.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
-                     help="run the monitor commands in FILE (one per line, '#' comments) "
-                     "before the prompt; with --batch, run them and exit (repeatable)")
     run.add_argument("--batch", action="store_true",
                      help="no interactive prompt: the console is the terminal; run to the end")
-    run.add_argument("--history", metavar="FILE", help="the prompt's history file (default: "
-                     "$XDG_STATE_HOME/dbgvm/history)")
-    run.add_argument("-s", dest="gdb_default", action="store_true",
-                     help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234); the "
-                     "terminal stays the guest's console meanwhile")
-    run.add_argument("--gdb", metavar="[HOST:]PORT",
-                     help="serve gdb on PORT (loopback unless HOST is named)")
-    run.add_argument("-S", dest="paused", action="store_true",
-                     help="with -s or --gdb: do not start the guest, wait for gdb to continue it")
-    run.add_argument("--symbols", metavar="FILE",
-                     help="the symbol file the gdb stub serves (gdb needs no file argument: "
-                     "it loads it through the stub), e.g. a vmlinux with debug information "
-                     "from Debian's linux-image-*-dbg; default: the kernel ELF, or for a "
-                     "bzImage an ELF of the kernel's own symbols (kallsyms)")
+    _debugger_options(run, paused="with -s or --gdb: do not start the guest, wait for gdb "
+                      "to continue it", symbols="the kernel ELF, or for a bzImage an ELF of "
+                      "the kernel's own symbols (kallsyms)")
     run.add_argument("--gdb-transcript", metavar="FILE",
                      help="record every packet exchanged with gdb, as JSON Lines (tests)")
     run.add_argument("--record", metavar="FILE", help="record the run to FILE (inputs, "
@@ -126,22 +112,34 @@ def _parser() -> argparse.ArgumentParser:
                         "trace of format 1, which does not carry its kernel")
     replay.add_argument("--batch", action="store_true",
                         help="no prompt: verify the replay (or run the -x scripts) and exit")
-    replay.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
-                        help="run the monitor commands in FILE (repeatable)")
-    replay.add_argument("--history", metavar="FILE", help="the prompt's history file")
-    replay.add_argument("-s", dest="gdb_default", action="store_true",
-                        help="serve gdb on 127.0.0.1:1234 (reverse execution included)")
-    replay.add_argument("--gdb", metavar="[HOST:]PORT", help="serve gdb on PORT")
-    replay.add_argument("--symbols", metavar="FILE",
-                        help="the symbol file the gdb stub serves (default: the trace's kernel, "
-                        "or for a bzImage an ELF of its kallsyms)")
-    replay.add_argument("-S", dest="paused", action="store_true",
-                        help="(accepted for symmetry: a replay served to gdb starts paused)")
+    _debugger_options(replay, paused="accepted for symmetry: a replay served to gdb starts "
+                      "paused", symbols="the trace's kernel, or for a bzImage an ELF of its "
+                      "kallsyms")
     replay.add_argument("--snapshot-every", type=int, default=DEFAULT_INTERVAL, metavar="N",
                         help=f"snapshot every N instructions for going backwards (default "
                         f"{DEFAULT_INTERVAL})")
     linux_cli.add_parser(sub)
     return parser
+
+
+def _debugger_options(parser: argparse.ArgumentParser, *, paused: str, symbols: str) -> None:
+    """What `run` and `replay` share: monitor scripts and prompt, and the gdb server (with
+    QEMU's -s and -S)."""
+    parser.add_argument("-x", dest="scripts", action="append", default=[], metavar="FILE",
+                        help="run the monitor commands in FILE (one per line, '#' comments) "
+                        "before the prompt; with --batch, run them and exit (repeatable)")
+    parser.add_argument("--history", metavar="FILE", help="the prompt's history file "
+                        "(default: $XDG_STATE_HOME/dbgvm/history)")
+    parser.add_argument("-s", dest="gdb_default", action="store_true",
+                        help="serve gdb on 127.0.0.1:1234 (shorthand for --gdb 1234); the "
+                        "terminal stays the guest's console meanwhile")
+    parser.add_argument("--gdb", metavar="[HOST:]PORT",
+                        help="serve gdb on PORT (loopback unless HOST is named)")
+    parser.add_argument("-S", dest="paused", action="store_true", help=paused)
+    parser.add_argument("--symbols", metavar="FILE",
+                        help="the symbol file the gdb stub serves (gdb needs no file argument: "
+                        "it loads it through the stub), e.g. a vmlinux with debug information "
+                        f"from Debian's linux-image-*-dbg; default: {symbols}")
 
 
 def _version() -> str:
@@ -594,26 +592,38 @@ def _monitor(domains: Domains) -> Monitor:
 def _prompt(domains: Domains, console: ConsoleOutput, args: argparse.Namespace) -> int:
     from .repl.app import run_repl
     domains.realtime = True             # a person watches: virtual time keeps to the clock
+    return run_repl(_monitor(domains), history_file=_history_file(args),
+                    console_sink_setter=console.set_sink, scripts=args.scripts)
+
+
+def _history_file(args: argparse.Namespace) -> str | None:
+    """--history, or $XDG_STATE_HOME/dbgvm/history (none when its directory cannot be made)."""
     history = args.history or str(Path(os.environ.get("XDG_STATE_HOME") or
                                        Path.home() / ".local" / "state") / "dbgvm" / "history")
     try:
         Path(history).parent.mkdir(parents=True, exist_ok=True)
     except OSError:
-        history = None
-    return run_repl(_monitor(domains), history_file=history, console_sink_setter=console.set_sink,
-                    scripts=args.scripts)
+        return None
+    return history
+
+
+def _run_scripts(monitor: Monitor, scripts: list[str]) -> bool:
+    """--batch -x: run each script in turn until one fails (False) or says quit."""
+    from .repl.app import run_script
+    for path in scripts:
+        if not run_script(monitor, path, sys.stdout):
+            return False
+        if monitor.quit_requested:
+            break
+    return True
 
 
 def _batch_scripts(domains: Domains, scripts: list[str]) -> int:
     """--batch -x: the scripts drive the VMs; the exit status is VM 0's if it ended, 1 when
     a command failed, else 0."""
-    from .repl.app import run_script
     monitor = _monitor(domains)
-    for path in scripts:
-        if not run_script(monitor, path, sys.stdout):
-            return 1
-        if monitor.quit_requested:
-            break
+    if not _run_scripts(monitor, scripts):
+        return 1
     stop = monitor.vms[0].last_stop
     return stop.exit_status if stop is not None else 0
 
@@ -785,16 +795,10 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, seen: SeenOutput,
         _announce(served, host, port, bool(replay.trace.header["kernel"].get("bundled")), err)
         return server.serve()
     if args.batch:
-        from .repl.app import run_script
-        for path in args.scripts:
-            if not run_script(monitor, path, sys.stdout):
-                return 1
-            if monitor.quit_requested:
-                break
-        return 0
+        return 0 if _run_scripts(monitor, args.scripts) else 1
     from .repl.app import run_repl
-    return run_repl(monitor, history_file=args.history, console_sink_setter=console.set_sink,
-                    scripts=args.scripts)
+    return run_repl(monitor, history_file=_history_file(args),
+                    console_sink_setter=console.set_sink, scripts=args.scripts)
 
 
 def _replay_kernel_file(replay: Replay) -> str:
