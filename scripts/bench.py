@@ -186,7 +186,7 @@ def bench_breakpoints(repeat: int) -> None:
         machine.load(image)
         if with_bps:
             for addr in spots:
-                machine.debug.add_breakpoint(addr)
+                machine.debug.add_breakpoint(addr, "bench")
         start = time.perf_counter()
         machine.run()
         elapsed = time.perf_counter() - start

@@ -167,11 +167,16 @@ def test_a_snapshot_brings_every_component_and_the_run_back(name):
 def test_debug_points_round_trip():
     run = run_guest("paging", max_insns=20_000)
     debug = run.machine.debug
-    debug.add_breakpoint(0x100000)
+    kept = debug.add_breakpoint(0x100000, "test")
     saved = debug.save()
-    debug.add_breakpoint(0x100010)
-    debug.remove_breakpoint(0x100000)
-    debug.add_watchpoint(0x100000, 4, WatchKind.WRITE)
+    later = debug.add_breakpoint(0x100010, "test")
+    debug.remove(kept)
+    debug.add_watchpoint(0x100000, 4, WatchKind.WRITE, "test")
     debug.restore(saved)
     assert debug.breakpoints == [0x100000] and not debug.watching
     assert debug.save() == saved
+    assert debug.holds(kept) and not debug.holds(later)
+    assert not debug.remove(later)              # given out after the save: no longer held
+    # numbers are not handed out twice, even after going back
+    assert debug.add_breakpoint(0x100020, "test").number > later.number
+    assert debug.remove(kept) and debug.breakpoints == [0x100020]

@@ -28,7 +28,7 @@ def run_to_end(m: Machine):
 
 def test_breakpoint_hit_through_interrupt_delivery_every_time():
     m, sym = machine("basics")
-    m.debug.add_breakpoint(sym["timer_handler"])
+    m.debug.add_breakpoint(sym["timer_handler"], "test")
     hits = []
     while (stop := m.run()).reason is StopReason.BREAKPOINT:
         assert stop.eip == m.registers().eip == sym["timer_handler"]
@@ -39,7 +39,7 @@ def test_breakpoint_hit_through_interrupt_delivery_every_time():
 
 def test_breakpoint_on_a_page_mapped_only_later_in_user_mode():
     m, sym = machine("paging")
-    m.debug.add_breakpoint(sym["user_read"])
+    m.debug.add_breakpoint(sym["user_read"], "test")
     stop = m.run()
     assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_read"]
     assert m.vcpu.cpl == 3
@@ -55,7 +55,7 @@ def test_breakpoint_on_the_first_byte_of_a_page_after_an_unmapped_one():
     # is not mapped, so this breakpoint cannot be an exit and takes the code-hook path
     m, sym = machine("paging")
     assert sym["user_entry"] & 0xFFF == 0
-    m.debug.add_breakpoint(sym["user_entry"])
+    m.debug.add_breakpoint(sym["user_entry"], "test")
     stop = m.run()
     assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_entry"]
     assert m.registers().eip == sym["user_entry"] and m.vcpu.cpl == 3
@@ -68,7 +68,7 @@ def test_breakpoints_not_hit_change_nothing_and_are_armed():
     # on the page the guest's code runs from (its tail holds the IDT: never executed)
     spots = [loop_page + 0xE00 + 4 * i for i in range(100)]
     for spot in spots:
-        m.debug.add_breakpoint(spot)
+        m.debug.add_breakpoint(spot, "test")
     events = []
     m.events.subscribe({EventKind.IRQ, EventKind.VIF}, events.append)
     stop = m.run()
@@ -83,23 +83,25 @@ def test_breakpoints_not_hit_change_nothing_and_are_armed():
 
 def test_removed_breakpoint_no_longer_stops():
     m, sym = machine("basics")
-    m.debug.add_breakpoint(sym["timer_handler"])
+    handle = m.debug.add_breakpoint(sym["timer_handler"], "test")
     assert m.run().reason is StopReason.BREAKPOINT
-    assert m.debug.remove_breakpoint(sym["timer_handler"])
+    assert m.debug.remove(handle)
+    assert not m.debug.remove(handle)                # given back already
     assert m.run().reason is StopReason.DEBUG_EXIT
 
 
 def test_step_from_a_breakpoint_executes_it_and_watchpoint_reports_after_access():
     m, sym = machine("basics")
-    m.debug.add_breakpoint(sym["timer_handler"])
-    m.debug.add_watchpoint(sym["ticks"], 4, WatchKind.WRITE)
+    m.debug.add_breakpoint(sym["timer_handler"], "test")
+    m.debug.add_watchpoint(sym["ticks"], 4, WatchKind.WRITE, "test")
     assert m.run().reason is StopReason.BREAKPOINT
     stop = m.step()                                  # push %eax
     assert stop.reason is StopReason.STEP and stop.eip == sym["timer_handler"] + 1
     stop = m.run()                                   # incl ticks
     assert stop.reason is StopReason.WATCHPOINT
     assert stop.eip == sym["timer_handler"] + 7      # after the access completed
-    assert m.debug.last_watch.vaddr == sym["ticks"]
+    assert stop.cause.vaddr == sym["ticks"] and stop.cause.kind is WatchKind.WRITE
+    assert (stop.cause.size, stop.cause.old, stop.cause.new) == (4, 0, 1)
     assert m.read_physical(sym["ticks"], 4) == b"\x01\x00\x00\x00"
 
 
@@ -108,7 +110,7 @@ def test_writing_cs_and_ss_as_the_guest_sees_them():
 
     from dbgvm.core.guest_registers import RegisterError, read_register, write_register
     m, sym = machine("basics")
-    m.debug.add_breakpoint(sym["de_insn"])
+    handle = m.debug.add_breakpoint(sym["de_insn"], "test")
     m.run()
     assert (read_register(m, "cs"), read_register(m, "ss")) == (0x08, 0x10)
     write_register(m, "ss", 0x38)                  # another flat DPL-0 data segment
@@ -120,7 +122,7 @@ def test_writing_cs_and_ss_as_the_guest_sees_them():
         with pytest.raises(RegisterError):
             write_register(m, name, value)
     assert (read_register(m, "cs"), read_register(m, "ss")) == (0x08, 0x38)
-    m.debug.remove_breakpoint(sym["de_insn"])
+    m.debug.remove(handle)
     assert m.run().exit_status == 33
 
 
@@ -129,7 +131,7 @@ def test_resuming_from_a_breakpoint_whose_instruction_needs_a_shadow_fill_execut
     # one-instruction step off the breakpoint is used up by the fill and must be retried
     for resume in ("step", "run"):
         m, sym = machine("paging")
-        m.debug.add_breakpoint(sym["user_entry"])
+        m.debug.add_breakpoint(sym["user_entry"], "test")
         stop = m.run()
         assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_entry"]
         icount = m.icount
@@ -149,9 +151,9 @@ def test_addresses_beyond_32_bits_are_refused_not_wrapped():
     for call in (lambda: debugger.read_virtual(1 << 32, 4),
                  lambda: debugger.read_virtual(0xFFFFFFFE, 4),
                  lambda: debugger.write_virtual(0x1_0000_1000, b"x"),
-                 lambda: debugger.add_breakpoint(0x1_0000_0000),
-                 lambda: debugger.add_watchpoint(0x1000, 0, WatchKind.WRITE),
-                 lambda: debugger.add_watchpoint(0xFFFFFFFF, 2, WatchKind.WRITE)):
+                 lambda: debugger.add_breakpoint(0x1_0000_0000, "test"),
+                 lambda: debugger.add_watchpoint(0x1000, 0, WatchKind.WRITE, "test"),
+                 lambda: debugger.add_watchpoint(0xFFFFFFFF, 2, WatchKind.WRITE, "test")):
         with pytest.raises(DebugError):
             call()
     assert debugger.read_virtual(0x1000, 4) == bytes(4)     # paging off: physical 0x1000

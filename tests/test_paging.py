@@ -281,14 +281,14 @@ def test_watchpoint_on_a_page_table_entry_fires(guest):
     first = guest("ptwrites", max_insns=1)
     sym = first.symbol
     machine = first.machine
-    machine.debug.add_breakpoint(sym("pte_store"))
+    handle = machine.debug.add_breakpoint(sym("pte_store"), "test")
     # the second round: the first one made pt_v a page table the shadow was built from
     assert machine.run(1_000_000).reason is StopReason.BREAKPOINT
     assert machine.run(1_000_000).reason is StopReason.BREAKPOINT
     assert machine.mmu.shadow_entry(sym("pt_v"), False) & 3 == 1    # write-protected
-    machine.debug.remove_breakpoint(sym("pte_store"))
-    machine.debug.add_watchpoint(sym("pt_v"), 4, WatchKind.WRITE)
+    assert machine.debug.remove(handle)
+    machine.debug.add_watchpoint(sym("pt_v"), 4, WatchKind.WRITE, "test")
     stop = machine.run(1_000_000)
     assert stop.reason is StopReason.WATCHPOINT
     assert stop.eip == sym("after_store")
-    assert machine.debug.last_watch.vaddr == sym("pt_v")
+    assert stop.cause.vaddr == sym("pt_v")

@@ -440,7 +440,7 @@ def test_reverse_continue_stops_at_the_last_breakpoint_hit_before_now():
     end = GUESTS["basics"]
     sym = load(build("basics"), 64 << 20).symbols
     reference = fresh("basics")
-    reference.debug.add_breakpoint(sym["timer_handler"])
+    reference.debug.add_breakpoint(sym["timer_handler"], "test")
     hits = []
     while (stop := reference.run()).reason is StopReason.BREAKPOINT:
         hits.append(stop.icount)
@@ -448,7 +448,7 @@ def test_reverse_continue_stops_at_the_last_breakpoint_hit_before_now():
     machine = fresh("basics")
     engine = ReverseEngine(machine, end, interval=200)
     engine.run()
-    machine.debug.add_breakpoint(sym["timer_handler"])
+    machine.debug.add_breakpoint(sym["timer_handler"], "test")
     seen = []
     for expected in reversed(hits):
         stop = engine.continue_back()
@@ -469,7 +469,7 @@ def test_reverse_continue_honours_watchpoints():
     end = GUESTS["paging"]
     reference = fresh("paging")
     from dbgvm.core.debug import WatchKind
-    reference.debug.add_watchpoint(sym["user_skip"], 4, WatchKind.WRITE)
+    reference.debug.add_watchpoint(sym["user_skip"], 4, WatchKind.WRITE, "test")
     hits = []
     while (stop := reference.run()).reason is StopReason.WATCHPOINT:
         hits.append(stop.icount)
@@ -477,11 +477,10 @@ def test_reverse_continue_honours_watchpoints():
     machine = fresh("paging")
     engine = ReverseEngine(machine, end, interval=300)
     engine.run()
-    machine.debug.add_watchpoint(sym["user_skip"], 4, WatchKind.WRITE)
+    machine.debug.add_watchpoint(sym["user_skip"], 4, WatchKind.WRITE, "test")
     stop = engine.continue_back()
     assert stop.reason is StopReason.WATCHPOINT and stop.icount == hits[-1]
-    assert machine.debug.last_watch is not None and machine.debug.last_watch.vaddr == \
-        sym["user_skip"]
+    assert stop.cause is not None and stop.cause.vaddr == sym["user_skip"]
 
 
 # -- real gdb ---------------------------------------------------------------------------------
@@ -635,7 +634,7 @@ def test_replay_script_goes_back_and_says_the_check_stops(tmp_path):
     out = proc.stdout.decode()
     sym = load(kernel, 64 << 20).symbols
     reference = fresh("basics")
-    reference.debug.add_breakpoint(sym["timer_handler"])
+    reference.debug.add_breakpoint(sym["timer_handler"], "test")
     first = reference.run().icount
     assert out.count(f"<timer_handler>:  push eax   (icount {first})") == 2   # there and back
     assert out.rstrip().endswith("(icount 0)")

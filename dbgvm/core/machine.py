@@ -42,7 +42,7 @@ from .port_io import PortIo
 from .ring3 import TABLES, enter_ring3
 from .scheduler import Scheduler
 from .segments import SegmentTables
-from .stops import Stop, StopReason
+from .stops import Stop, StopCause, StopReason
 from .snapshot import Part, Persistent, Snapshot, SnapshotStore
 from .syscalls import SyscallTracker, returned_to_user, syscall_entered
 from .traps import TrapDispatch
@@ -244,11 +244,12 @@ class Machine:
             self._counter.stop_after_current()
 
     def end_run(self, reason: StopReason, message: str, exit_status: int,
-                eip: int | None = None) -> None:
+                eip: int | None = None, cause: StopCause | None = None) -> None:
         """End the run, after the current instruction (at once from an exception hook)."""
         if self.pending_stop is None:
             eip = self.regs.read(UC_X86_REG_EIP) if eip is None else eip
-            self.pending_stop = Stop(reason, message, eip, self.current_icount(), exit_status)
+            self.pending_stop = Stop(reason, message, eip, self.current_icount(), exit_status,
+                                     cause)
         self.request_boundary()
         if self.traps.in_exception_hook:
             # The faulting instruction would only fault again: stop now, not after it.
@@ -332,15 +333,18 @@ class Machine:
 
     def breakpoint_hit(self, address: int) -> None:
         """A breakpoint's code hook (debug.py) fired: stop before the instruction."""
-        self.stop_before_current(StopReason.BREAKPOINT, f"breakpoint at {address:#010x}",
-                                 address)
+        if self.pending_stop is not None:
+            return
+        stop = self.debug.breakpoint_stop(address, self.current_icount())
+        self.stop_before_current(stop.reason, stop.message, address, cause=stop.cause)
 
     def stop_before_current(self, reason: StopReason, message: str, address: int,
-                            exit_status: int = 0) -> None:
+                            exit_status: int = 0, cause: StopCause | None = None) -> None:
         """From a code hook at ``address``: end the run before that instruction executes."""
         if self.pending_stop is not None:
             return
-        self.pending_stop = Stop(reason, message, address, self.current_icount(), exit_status)
+        self.pending_stop = Stop(reason, message, address, self.current_icount(), exit_status,
+                                 cause)
         if self._boundary_pos is None:
             self._boundary_pos = self._counter.read() - 1   # before this instruction
             self.uc.emu_stop()
@@ -359,10 +363,12 @@ class Machine:
             self.pending_stop = stop
         return stop
 
-    def stop_after_current(self, reason: StopReason, message: str) -> None:
-        """From a memory hook: end the run once the instruction in progress completes."""
+    def stop_after_current(self, reason: StopReason, message: str,
+                           cause: StopCause | None = None) -> None:
+        """From a memory hook or an event: end the run once the instruction in progress
+        completes; ``cause`` says which point (stops.py)."""
         if not self._debugger_suspended:
-            self.end_run(reason, message, 0)
+            self.end_run(reason, message, 0, cause=cause)
 
     @property
     def debugger_is_suspended(self) -> bool:
@@ -373,13 +379,12 @@ class Machine:
     def debugger_suspended(self) -> Iterator[None]:
         """Run without stopping at breakpoints, watchpoints or event breakpoints (they stay
         set): how reverse execution re-runs what the debugger already went through."""
-        breakpoints, self._debugger_suspended = self.debug.breakpoint_set, True
-        self.debug.set_breakpoints(frozenset())
+        self._debugger_suspended = True
         try:
-            yield
+            with self.debug.set_aside():
+                yield
         finally:
             self._debugger_suspended = False
-            self.debug.set_breakpoints(breakpoints)
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_store(self) -> SnapshotStore:
@@ -431,6 +436,5 @@ class Machine:
         if self.pending_stop is None and self._boundary_pos is None and executed < budget:
             eip = self.regs.read(UC_X86_REG_EIP)
             if eip in self.debug.armed:
-                self.pending_stop = Stop(StopReason.BREAKPOINT, f"breakpoint at {eip:#010x}",
-                                         eip, self.icount, 0)
+                self.pending_stop = self.debug.breakpoint_stop(eip, self.icount)
         return executed

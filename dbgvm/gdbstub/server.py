@@ -183,6 +183,7 @@ class GdbServer:
                 self._serve_with_refusals(conn, session)
             finally:
                 sock.close()
+                session.release_points()
             last_stop = session.last_stop
             if session.killed:
                 self._log("dbgvm: killed by gdb")

@@ -6,6 +6,11 @@ capabilities present, never kept by hand. Each handler table entry carries the s
 arguments (params.py, as QEMU's gdbstub does): they are parsed and range-checked centrally, the
 handler gets the values and returns the reply payload; a malformed packet or an out-of-range
 number gets an ``E`` reply, never an exception.
+
+Breakpoints and watchpoints are the machine's (core/debug.py), as in QEMU's stub: the session
+keeps only the handles the machine gave it for gdb's Z packets, so a monitor ``delete`` of a
+point at the same place cannot remove gdb's, and gdb's ``z`` cannot remove the monitor's. A
+stop reply is made in one place, from the stop's typed cause (``Stop.cause``).
 """
 from __future__ import annotations
 
@@ -14,15 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..core.debug import DebugError, WatchKind
+from ..core.debug import DebugError, Handle, WatchKind
 from ..core.faults import StopReason
 from ..core.guest_registers import RegisterError, read_register, write_register
 from ..core.machine import Machine, Stop
+from ..core.stops import BreakpointHit, CatchHit, WatchHit
 from .hostio import HostIO, ServedFile
 from .params import Command, PacketError, unhex
 from .target_description import REGISTERS, target_xml
 
 THREAD = b"thread:01;"
+OWNER = "gdb"                  # whose points the Z packets' are (core/debug_points.py)
+SOFTWARE_BREAK, HARDWARE_BREAK = 0, 1          # Z0, Z1
 SIGTRAP, SIGINT = 5, 2
 # stops that end the guest's run: outside a replay gdb is told the process exited (W) or
 # what stopped it; in a replay such a stop is the end of the recorded run, a place to go back
@@ -85,7 +93,8 @@ class Session:
         self.detached = False
         self.exited: Stop | None = None           # the guest's end, told to gdb with W
         self.interrupted: Callable[[], bool] = lambda: False
-        self._z_types: dict[int, set[int]] = {}       # address -> {0, 1}
+        # gdb's points: (Z type, address, length) -> the machine's handle (Z0/Z1: length 0)
+        self._points: dict[tuple[int, int, int], Handle] = {}
         self.last_stop = b"T05" + THREAD
         self.output: list[bytes] = []                 # O packets to send before a reply
         self._console = console
@@ -244,28 +253,41 @@ class Session:
     # -- break and watch points -------------------------------------------------------------
     _WATCH = {2: WatchKind.WRITE, 3: WatchKind.READ, 4: WatchKind.ACCESS}
 
+    def _point_key(self, kind: int, addr: int, size: int) -> tuple[int, int, int]:
+        """A breakpoint's ``kind`` field is its length in bytes (1 on x86), not part of it."""
+        return kind, addr, 0 if kind in (SOFTWARE_BREAK, HARDWARE_BREAK) else size
+
     def _insert(self, kind: int, addr: int, size: int) -> bytes:
-        if kind in (0, 1):
-            self._z_types.setdefault(addr, set()).add(kind)
-            self.m.debug.add_breakpoint(addr)
-        elif kind in self._WATCH:
-            self.m.debug.add_watchpoint(addr, size, self._WATCH[kind])
-        else:
+        """Z: inserting what gdb already has is a no-op (the protocol wants it idempotent)."""
+        if kind not in (SOFTWARE_BREAK, HARDWARE_BREAK) and kind not in self._WATCH:
             return b""
+        key = self._point_key(kind, addr, size)
+        if key not in self._points:
+            debug = self.m.debug
+            self._points[key] = debug.add_watchpoint(addr, size, self._WATCH[kind], OWNER) \
+                if kind in self._WATCH else debug.add_breakpoint(addr, OWNER)
         return b"OK"
 
     def _remove(self, kind: int, addr: int, size: int) -> bytes:
-        if kind in (0, 1):
-            types = self._z_types.get(addr, set())
-            types.discard(kind)
-            if not types:
-                self._z_types.pop(addr, None)
-                self.m.debug.remove_breakpoint(addr)
-        elif kind in self._WATCH:
-            self.m.debug.remove_watchpoint(addr, size, self._WATCH[kind])
-        else:
+        if kind not in (SOFTWARE_BREAK, HARDWARE_BREAK) and kind not in self._WATCH:
             return b""
+        handle = self._points.pop(self._point_key(kind, addr, size), None)
+        if handle is not None:
+            self.m.debug.remove(handle)
         return b"OK"
+
+    def release_points(self) -> None:
+        """The session ends (gdb detached, killed or hung up): give back whatever points gdb
+        left set, as QEMU's stub removes all breakpoints then; the next gdb starts with none
+        of its predecessor's, and the monitor's stay."""
+        for handle in self._points.values():
+            self.m.debug.remove(handle)
+        self._points.clear()
+
+    def _own_types(self, handles: tuple[Handle, ...]) -> list[int]:
+        """The Z types of gdb's own points among ``handles`` (a stop's cause names every
+        owner's)."""
+        return [key[0] for key, handle in self._points.items() if handle in handles]
 
     # -- execution --------------------------------------------------------------------------
     def _continue(self, addr: int | None) -> bytes:
@@ -311,18 +333,25 @@ class Session:
         return self.last_stop
 
     def _stop_reply(self, stop: Stop) -> bytes:
-        reason = stop.reason
-        if reason is StopReason.BREAKPOINT:
-            kinds = self._z_types.get(stop.eip, {0})
-            return b"T05" + THREAD + (b"swbreak:;" if 0 in kinds else b"hwbreak:;")
-        if reason is StopReason.WATCHPOINT and self.m.debug.last_watch is not None:
-            hit = self.m.debug.last_watch
-            return b"T05" + THREAD + f"{hit.kind.value}:{hit.vaddr:x};".encode()
+        """The one place a Stop becomes a stop reply (T, W), and what gdb prints with it."""
+        reason, cause = stop.reason, stop.cause
+        if isinstance(cause, BreakpointHit):
+            # Z1 only when gdb has no Z0 there; a point only the monitor holds: swbreak
+            types = self._own_types(cause.handles)
+            hardware = HARDWARE_BREAK in types and SOFTWARE_BREAK not in types
+            return b"T05" + THREAD + (b"hwbreak:;" if hardware else b"swbreak:;")
+        if isinstance(cause, WatchHit):
+            # gdb's own watchpoint's kind, when it has one there (a monitor's awatch may
+            # have seen the access first)
+            types = self._own_types(cause.handles)
+            kind = self._WATCH[types[0]] if types else cause.kind
+            return b"T05" + THREAD + f"{kind.value}:{cause.vaddr:x};".encode()
+        if isinstance(cause, CatchHit):
+            self._say(f"dbgvm: {stop.message}\n")
+            return b"T05" + THREAD
         if reason is StopReason.REQUESTED:
             return b"T02" + THREAD
-        if reason in (StopReason.STEP, StopReason.MAX_INSNS, StopReason.CATCH):
-            if reason is StopReason.CATCH:
-                self._say(f"dbgvm: {stop.message}\n")
+        if reason in (StopReason.STEP, StopReason.MAX_INSNS):
             return b"T05" + THREAD
         if reason is StopReason.HISTORY_START:
             return b"T05" + THREAD + b"replaylog:begin;"

@@ -10,8 +10,8 @@ run is refused: there is no history there.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from ..core.debug import WatchHit
 from ..core.faults import StopReason
 from ..core.machine import Machine, Stop
 
@@ -153,20 +153,19 @@ class ReverseEngine:
             hit = self._last_hit_between(index, now, include_end)
             include_end = True
             if hit is not None:
-                icount, stop, watch = hit
+                icount, stop = hit
                 self.goto(icount)
                 if stop.reason is StopReason.BREAKPOINT:
                     m.report_breakpoint_here()
-                else:
-                    m.debug.last_watch = watch    # goto may not re-run the access itself
-                return Stop(stop.reason, stop.message, m.registers().eip, m.icount, 0)
+                # the stop as the hit made it, with what caused it (goto re-ran it silently)
+                return replace(stop, eip=m.registers().eip, icount=m.icount, exit_status=0)
             now = start
             index = index - 1 if index > 0 else None
         self.goto(0)
         return self._history_start()
 
     def _last_hit_between(self, index: int, end: int, include_end: bool
-                          ) -> tuple[int, Stop, WatchHit | None] | None:
+                          ) -> tuple[int, Stop] | None:
         """Replay from snapshot ``index`` to ``end`` with breakpoints live: the last hit in
         between. A breakpoint hit is counted at the instruction it stops before, so from the
         snapshot itself (the run steps off a breakpoint it starts on: look first) up to but
@@ -176,20 +175,19 @@ class ReverseEngine:
         m = self.machine
         self._restore(index)
         last = None
-        if m.icount < end and m.registers().eip in m.breakpoints:
-            last = (m.icount, Stop(StopReason.BREAKPOINT, f"breakpoint at "
-                                   f"{m.registers().eip:#010x}", m.registers().eip,
-                                   m.icount, 0), None)
+        eip = m.registers().eip
+        if m.icount < end and eip in m.breakpoints:
+            last = (m.icount, m.debug.breakpoint_stop(eip, m.icount))
         with m.events.muted():
             while m.icount < end:
                 stop = m.run(end - m.icount)
                 if stop.reason is StopReason.BREAKPOINT:
                     if m.icount < end:
-                        last = (m.icount, stop, None)
+                        last = (m.icount, stop)
                     continue
                 if stop.reason is StopReason.WATCHPOINT:
                     if m.icount < end or include_end:
-                        last = (m.icount, stop, m.debug.last_watch)
+                        last = (m.icount, stop)
                     continue
                 if stop.reason is not StopReason.MAX_INSNS:
                     break

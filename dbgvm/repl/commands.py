@@ -29,6 +29,7 @@ from ..core.events import Event, EventKind
 from ..core.faults import StopReason
 from ..core.guest_registers import RegisterError, read_register
 from ..core.machine import Machine, Stop
+from ..core.stops import BreakpointHit, CatchHit, WatchHit
 from ..core.vcpu import CR0_PG
 from . import syntax as S
 from .devices_view import pic_report, pit_report
@@ -77,6 +78,7 @@ class ReverseExecution(Protocol):
         ...
 
 
+OWNER = "monitor"               # whose points the monitor's are (core/debug_points.py)
 EVENT_HISTORY = 10_000
 DEFAULT_EVENTS = 20
 DEFAULT_DISAS = 10
@@ -140,6 +142,11 @@ class Status:
     icount: int
     stop: str            # the last stop reason, or ""
     ended: bool
+
+
+def _catch_line(hit: CatchHit) -> str:
+    """``event breakpoint N: EVENT``: what the stop says, here and in gdb."""
+    return f"event breakpoint {hit.number}: {hit.event.describe().split('] ', 1)[1]}"
 
 
 class Monitor:
@@ -317,9 +324,8 @@ class Monitor:
             if point.catch.matches(event):
                 point.hits += 1
                 vm.last_catch = event
-                vm.machine.stop_after_current(
-                    StopReason.CATCH,
-                    f"event breakpoint {point.number}: {event.describe().split('] ', 1)[1]}")
+                hit = CatchHit(event, point.number)
+                vm.machine.stop_after_current(StopReason.CATCH, _catch_line(hit), hit)
                 return
 
     # -- running the guest ----------------------------------------------------------------
@@ -404,24 +410,26 @@ class Monitor:
         reason = stop.reason
         if reason is StopReason.STEP:
             head = ""
-        elif reason is StopReason.BREAKPOINT:
-            point = vm.points.find_break(stop.eip)
+        elif isinstance(stop.cause, BreakpointHit):
+            # the stop names every owner's handles at the address: ours, if any, is the one
+            point = vm.points.holding(stop.cause.handles)
+            where = vm.symbols.address(stop.cause.address)
             if point is not None:
                 point.hits += 1
-                head = f"breakpoint {point.number} at {vm.symbols.address(stop.eip)}"
+                head = f"breakpoint {point.number} at {where}"
             else:
-                head = f"breakpoint at {vm.symbols.address(stop.eip)}"
-        elif reason is StopReason.WATCHPOINT:
-            hit = vm.machine.debug.last_watch
-            point = vm.points.watch_hit(hit.vaddr, hit.kind) if hit else None
-            if point is not None and hit is not None:
+                head = f"breakpoint at {where}"
+        elif isinstance(stop.cause, WatchHit):
+            hit = stop.cause
+            point = vm.points.holding(hit.handles)
+            if point is not None:
                 point.hits += 1
                 head = (f"watchpoint {point.number}: {point.what().split()[0]} of "
                         f"{vm.symbols.address(hit.vaddr)}")
             else:
                 head = f"watchpoint: {stop.message}"
-        elif reason is StopReason.CATCH:
-            head = stop.message
+        elif isinstance(stop.cause, CatchHit):
+            head = _catch_line(stop.cause)
         elif reason is StopReason.REQUESTED:
             head = "stopped"
         elif reason is StopReason.HISTORY_START:
@@ -500,8 +508,8 @@ class Monitor:
         existing = vm.points.find_break(addr)
         if existing is not None:
             return f"breakpoint {existing.number} is already at {vm.symbols.address(addr)}\n"
-        self.machine.debug.add_breakpoint(addr)
-        point = vm.points.add(PointKind.BREAK, address=addr)
+        handle = self.machine.debug.add_breakpoint(addr, OWNER)
+        point = vm.points.add(PointKind.BREAK, address=addr, handle=handle)
         return f"breakpoint {point.number} at {vm.symbols.address(addr)}\n"
 
     def _do_Watch(self, command: S.Watch) -> str:
@@ -513,8 +521,9 @@ class Monitor:
         existing = vm.points.find_watch(key)
         if existing is not None:
             return f"watchpoint {existing.number} is already {existing.what()}\n"
-        self.machine.debug.add_watchpoint(addr, length, command.kind)
-        point = vm.points.add(PointKind.WATCH, address=addr, length=length, watch=command.kind)
+        handle = self.machine.debug.add_watchpoint(addr, length, command.kind, OWNER)
+        point = vm.points.add(PointKind.WATCH, address=addr, length=length, watch=command.kind,
+                              handle=handle)
         return f"watchpoint {point.number}: {point.what(vm.symbols.label(addr))}\n"
 
     def _do_Catch(self, command: S.Catch) -> str:
@@ -535,12 +544,11 @@ class Monitor:
         return f"removed {len(catches)} event breakpoints\n"
 
     def _remove(self, point: Point) -> None:
-        vm = self.vm
-        del vm.points.points[point.number]
-        if point.kind is PointKind.BREAK and vm.points.find_break(point.address) is None:
-            self.machine.debug.remove_breakpoint(point.address)
-        elif point.kind is PointKind.WATCH and vm.points.find_watch(point.watch_key) is None:
-            self.machine.debug.remove_watchpoint(*point.watch_key)
+        """Forget one of our points and give its handle back: a point another front end
+        (gdb) holds at the same place stays."""
+        del self.vm.points.points[point.number]
+        if point.handle is not None:
+            self.machine.debug.remove(point.handle)
 
     def _do_Delete(self, command: S.Delete) -> str:
         points = self.vm.points.points

@@ -1,14 +1,18 @@
 """Numbered stopping points of one VM: breakpoints, watchpoints and event breakpoints.
 
 One numbering for all three, as in gdb, so ``delete N`` and ``info breakpoints`` treat them
-alike. The table only books them; arming them on the Machine is the monitor's job.
+alike. The table only books them; arming them on the Machine is the monitor's job. A
+breakpoint or watchpoint keeps the handle the machine gave the monitor for it
+(core/debug_points.py): the monitor removes only its own points, and recognises its own
+in a stop's cause, whatever gdb set at the same place.
 """
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..core.debug import WatchKind
+from ..core.debug import Handle, WatchKind
 from ..core.events import Event, EventKind
 from .syntax import CatchKind
 
@@ -60,6 +64,7 @@ class Point:
     length: int = 0                  # watchpoint
     watch: WatchKind | None = None
     catch: CatchSpec | None = None
+    handle: Handle | None = None     # the machine's handle of a breakpoint or watchpoint
     hits: int = 0
 
     def what(self, label: str = "") -> str:
@@ -96,6 +101,8 @@ class PointTable:
     def find_watch(self, key: tuple[int, int, WatchKind]) -> Point | None:
         return next((p for p in self.of(PointKind.WATCH) if p.watch_key == key), None)
 
-    def watch_hit(self, vaddr: int, watch: WatchKind) -> Point | None:
-        return next((p for p in self.of(PointKind.WATCH) if p.watch is watch and
-                     p.address <= vaddr < p.address + p.length), None)
+    def holding(self, handles: Iterable[Handle]) -> Point | None:
+        """The first of this table's points that holds one of ``handles`` (a stop's cause
+        names every owner's handles: the others are not ours)."""
+        wanted = set(handles)
+        return next((p for p in self.points.values() if p.handle in wanted), None)
