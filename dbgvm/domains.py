@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .board.board import AttachedDevices, Board, attach
+from .core.assembly import build_machine
 from .core.clock import NS_PER_INSN
 from .core.faults import StopReason
 from .core.loader import BootImage
@@ -120,8 +121,8 @@ class Domains:
 
     def _domain(self, index: int, image: BootImage, config: DomainConfig,
                 console_sink: Callable[[int, bytes], None]) -> Domain:
-        machine = Machine(ram_mb=config.ram_mb,
-                          console=lambda data, i=index: console_sink(i, data))
+        machine = build_machine(ram_mb=config.ram_mb,
+                                console=lambda data, i=index: console_sink(i, data))
         machine.load(image)
         machine.syscalls.names = config.syscall_names
         if config.panic_points is not None:

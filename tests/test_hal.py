@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.events import EventKind
 from dbgvm.core.hypercalls import HypercallArgs
-from dbgvm.core.machine import Machine
 from dbgvm.hal.abi import MAX_PAYLOAD, Status
 from dbgvm.hal.block import BlockDevice, DiskError
 from dbgvm.hal.console import ConsoleDevice
@@ -99,7 +99,7 @@ class _Sink:
 
 @pytest.fixture(scope="module")
 def hal_machine():
-    machine = Machine(ram_mb=2)
+    machine = build_machine(ram_mb=2)
     sink = _Sink()
     switch = Switch()
     posted: list[bytes] = []
@@ -158,7 +158,7 @@ def test_validation_order_and_status_field(hal_machine):
 
 
 def test_console_input_fills_posted_buffers_in_order_up_to_their_capacity():
-    machine = Machine(ram_mb=2)
+    machine = build_machine(ram_mb=2)
     console = ConsoleDevice(lambda data: None)
     hal = Hal(machine, [console])
     irqs = []

@@ -22,7 +22,6 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT,
 
 from .clock import VirtualClock
 from .debug import Debugger
-from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
 from .decoder import Decoder
 from .delivery import deliver_guarded, reflect
 from .descriptor_watch import DescriptorWatch
@@ -35,8 +34,8 @@ from .instruction_hooks import InstructionHooks
 from .loader import BootImage, place
 from .memory import GuestMemory
 from .paging import Paging
-from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
-from .pit import PIT_PORTS, SYSTEM_CONTROL_PORT, Pit
+from .pic import Pic
+from .pit import Pit
 from .port_bus import PortBus
 from .port_io import PortIo
 from .ring3 import TABLES, enter_ring3
@@ -54,8 +53,12 @@ MAX_RAM_MB = 3072
 
 
 class Machine:
-    def __init__(self, ram_mb: int = DEFAULT_RAM_MB,
-                 console: Callable[[bytes], None] | None = None) -> None:
+    """Built by ``build_machine`` (assembly.py), which creates the devices and puts them on
+    the buses: the machine drives the clock, the PIT's timers, the PIC and the inputs between
+    quanta, and its trap handlers hand port I/O and hypercalls to the buses."""
+
+    def __init__(self, ram_mb: int, *, clock: VirtualClock, inputs: InputQueue, pic: Pic,
+                 pit: Pit, ports: PortBus, hypercalls: HypercallBus) -> None:
         if not 2 <= ram_mb <= MAX_RAM_MB:
             raise ValueError(f"guest RAM must be 2..{MAX_RAM_MB} MiB, not {ram_mb}")
         layout = calibrated_layout()
@@ -70,22 +73,13 @@ class Machine:
         self.vcpu = VirtualCpu()
         self.icount = 0
         self.trap_eip = 0
-        self.clock = VirtualClock(self.current_icount)
-        self.inputs = InputQueue()
-        self.console_output = bytearray()
-        self._console = console or self.console_output.extend
-        self.ports = PortBus()
-        self.hypercalls = HypercallBus()
-        self.pic = Pic()
-        self.pit = Pit(self.clock.now, self.pic.raise_irq)
-        self.ports.register(MASTER_PORTS, self.pic)
-        self.ports.register(SLAVE_PORTS, self.pic)
-        self.ports.register(PIT_PORTS, self.pit)
-        self.ports.register(range(SYSTEM_CONTROL_PORT, SYSTEM_CONTROL_PORT + 1), self.pit)
-        self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
-        self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
-        self.clock.add_timer(self.pit)
-        self.clock.add_timer(self.inputs)        # inputs scheduled by a replay
+        self.clock = clock
+        self.inputs = inputs
+        self.pic = pic
+        self.pit = pit
+        self.ports = ports
+        self.hypercalls = hypercalls
+        self.console_output = bytearray()    # the debug console's, when nobody else takes it
 
         # The monitor's parts, each given this machine as its MonitorContext (cpu_context.py).
         # Their methods that belong to the Machine's API, or that the emulation code calls
@@ -253,10 +247,6 @@ class Machine:
         if self.traps.in_exception_hook:
             # The faulting instruction would only fault again: stop now, not after it.
             self.uc.emu_stop()
-
-    def _debug_exit(self, status: int) -> None:
-        self.end_run(StopReason.DEBUG_EXIT,
-                     f"guest wrote to the debug-exit port: status {status}", status)
 
     # -- registers ---------------------------------------------------------------------------
     def registers(self) -> GuestRegisters:
