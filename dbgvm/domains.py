@@ -21,7 +21,6 @@ from .core.clock import NS_PER_INSN
 from .core.faults import StopReason
 from .core.loader import BootImage
 from .core.machine import Machine, Stop
-from .core.snapshot import Part
 from .hal.abi import Channel
 from .hal.block import BlockDevice
 from .hal.console import ConsoleDevice
@@ -155,20 +154,20 @@ class Domains:
             lambda data, u=uart, c=console: (c.feed if c.guest_reads else u.feed)(data)))
         hal = Hal(machine, devices)
         # device state goes back in time with the machine (reverse execution)
-        machine.state_parts.append(Part("hal", hal, frozenset({"machine", "devices", "_ops"})))
-        machine.state_parts += [Part(name, device, frozenset({"_switch"}))
-                                for name, device in (("console", console), ("net", net),
-                                                     ("block", block)) if device is not None]
+        machine.register_state("hal", hal)
+        machine.register_state("console", console)
+        if net is not None:
+            machine.register_state("net", net)
+        if block is not None:
+            machine.register_state("block", block)
         return Domain(index, machine, hal, console, net, block, board)
 
     def _unread_uart_input(self, index: int) -> bytes:
         """Input waiting in VM ``index``'s UART for a driver that never opened it."""
         board = self.domains[index].board
-        if board is None:
+        if board is None or board.uart is None:
             return b""
-        waiting = bytes(board.uart.state.host_input)
-        board.uart.state.host_input.clear()
-        return waiting
+        return board.uart.take_waiting_input()
 
     def _arrive(self, index: int, machine: Machine, frame: bytes, sent_ns: int) -> None:
         """A frame for VM ``index``, sent at ``sent_ns``: it enters the VM's input queue now

@@ -264,11 +264,9 @@ def test_copy_on_write_keeps_written_sectors_out_of_host_memory(tmp_path):
 
 
 def test_copy_on_write_state_goes_back_with_snapshots(tmp_path):
-    # the device is a snapshot Part (domains.py): copied by value, restored in place
-    from dbgvm.core.snapshot import Part
+    # the device's saved state is part of every snapshot (domains.py), restored in place
     path, content = _image(tmp_path, sectors=3 * 4096)
     disk = BlockDevice(str(path))
-    part = Part("block", disk, frozenset({"_switch"}))
 
     def write(sector: int, fill: bytes) -> None:
         assert disk.submit(3, _request(sector, 2, fill * 1024)).status is Status.OK
@@ -276,26 +274,26 @@ def test_copy_on_write_state_goes_back_with_snapshots(tmp_path):
     def read(sector: int) -> bytes:
         return disk.submit(2, _request(sector, 2)).payload[8:]
     original = content[4095 * 512:4097 * 512]
-    snapshots = [part.state({})]                            # nothing written
+    snapshots = [disk.save()]                            # nothing written
     write(4095, b"A")                                       # across two index chunks
-    snapshots.append(part.state({}))
+    snapshots.append(disk.save())
     write(4095, b"B")
     write(10, b"b")
-    snapshots.append(part.state({}))
+    snapshots.append(disk.save())
     write(4095, b"C")
     assert read(4095) == b"C" * 1024
     for index, expected in [(1, b"A" * 1024), (0, original), (2, b"B" * 1024),
                             (1, b"A" * 1024)]:
-        part.load(snapshots[index], {})
+        disk.restore(snapshots[index])
         assert read(4095) == expected, index
     # after going back, new writes leave the later snapshots as they were
-    part.load(snapshots[1], {})
+    disk.restore(snapshots[1])
     write(4095, b"D")
     write(10, b"d")
     assert read(4095) == b"D" * 1024 and read(10) == b"d" * 1024
-    part.load(snapshots[2], {})
+    disk.restore(snapshots[2])
     assert read(4095) == b"B" * 1024 and read(10) == b"b" * 1024
-    part.load(snapshots[0], {})
+    disk.restore(snapshots[0])
     assert read(4095) == original and read(10) == content[10 * 512:12 * 512]
     disk.close()
     assert path.read_bytes() == content

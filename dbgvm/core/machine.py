@@ -42,7 +42,7 @@ from .ring3 import TABLES, enter_ring3
 from .scheduler import Scheduler
 from .segments import SegmentTables
 from .stops import Stop, StopReason
-from .snapshot import Part, Persistent, Snapshot, SnapshotStore
+from .snapshot import Persistent, Snapshot, SnapshotStore
 from .syscalls import SyscallTracker, returned_to_user, syscall_entered
 from .traps import TrapDispatch
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
@@ -139,7 +139,7 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
                     UC_HOOK_MEM_FETCH_UNMAPPED, traps.on_unmapped)
         enter_ring3(uc, self.regs, self.tables, paging.paging_changed)
-        self.state_parts: list[Part] = []        # devices' state, for snapshots
+        self._device_states: dict[str, Persistent] = {}     # devices outside the core
         self._snapshots: SnapshotStore | None = None
         self._debugger_suspended = False
         # (eip, icount) where the current run began: a stop-before hook skips that point,
@@ -380,10 +380,22 @@ class Machine:
                 "inputs": self.inputs, "pic": self.pic, "pit": self.pit, "mmu": self.mmu,
                 "tables": self.tables, "descriptor_watch": self.descriptor_watch,
                 "syscalls": self.syscalls}
-            parts.update((part.name, part) for part in self.state_parts)
+            clash = parts.keys() & self._device_states.keys()
+            if clash:
+                raise ValueError(f"a device is named as a core component: {min(clash)}")
+            parts.update(self._device_states)
             self._snapshots = SnapshotStore(self.uc, self.ram, self.hole, parts,
                                             self._after_restore)
         return self._snapshots
+
+    def register_state(self, name: str, device: Persistent) -> None:
+        """A device outside the core (the board's, the HAL's) whose state goes back in time
+        with the machine: its saved state is part of every snapshot, under ``name``."""
+        if self._snapshots is not None:
+            raise RuntimeError(f"{name}: devices are registered before the first snapshot")
+        if name in self._device_states:
+            raise ValueError(f"a device named {name} is already registered")
+        self._device_states[name] = device
 
     def _after_restore(self, snapshot: Snapshot) -> None:
         self.icount = snapshot.icount
