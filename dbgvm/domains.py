@@ -223,7 +223,8 @@ class Domains:
             forged = self.switch.forged[vm]
             dropped = sum(domain.net.dropped.values())
             lines.append(f"{'net':<10} forged {forged}, rx dropped {dropped}, switch forwarded "
-                         f"{self.switch.forwarded}")
+                         f"{self.switch.forwarded} (to an unknown MAC: "
+                         f"{self.switch.unknown_destination})")
         if domain.block is not None:
             mode = "writable" if domain.block.writable else "copy-on-write"
             lines.append(f"{'disk':<10} {domain.block.path}: {domain.block.sectors} sectors, "

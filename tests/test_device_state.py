@@ -234,4 +234,5 @@ def test_a_snapshot_brings_a_vm_with_a_board_and_hal_devices_back(tmp_path):
     assert again.pop("block") != ahead.pop("block") and again == ahead
     sector = domain.block.submit(2, struct.pack("<II", 3, 1) + bytes(512)).payload[8:]
     assert sector.startswith(b"written")
+    assert "switch forwarded 0 (to an unknown MAC: 0)" in domains.hal_stats(0)
     domains.close()

@@ -340,8 +340,11 @@ def test_switch_demultiplexes_by_mac_broadcasts_to_others_and_drops_forgeries(tm
     assert switch.transmit(ports[0], forged_mac, 0) is Status.FORGED
     forged_ip = _eth(mac[2], mac[0], 0x0800, _ipv4_icmp(ports[1].ip, ports[2].ip, 8, 3))
     assert switch.transmit(ports[0], forged_ip, 0) is Status.FORGED
+    nobody = _eth(bytes.fromhex("525400123409"), mac[0], 0x0800,
+                  _ipv4_icmp(ports[0].ip, bytes([10, 0, 2, 23]), 8, 4))
+    assert switch.transmit(ports[0], nobody, 0) is Status.OK     # forwarded, to no port
     assert inboxes == [[broadcast], [], [unicast, broadcast]]
-    assert switch.forged[0] == 2 and switch.forwarded == 2
+    assert switch.forged[0] == 2 and switch.forwarded == 3 and switch.unknown_destination == 1
     switch.pcap.close()
 
 

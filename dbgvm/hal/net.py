@@ -110,7 +110,7 @@ class Switch:
         self.forward = forward        # off in a replay: the receivers replay recorded frames
         self.forwarded = 0
         self.forged = Counter[int]()          # by sending VM
-        self.unknown_destination = 0
+        self.unknown_destination = 0          # unicast frames no port's MAC matched
 
     def attach(self, port: NetDevice) -> None:
         self.ports.append(port)
