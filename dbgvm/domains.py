@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .board.board import AttachedDevices, Board, attach
+from .core.assembly import build_machine
 from .core.clock import NS_PER_INSN
 from .core.faults import StopReason
 from .core.loader import BootImage
 from .core.machine import Machine, Stop
-from .core.snapshot import Part
 from .hal.abi import Channel
 from .hal.block import BlockDevice
 from .hal.console import ConsoleDevice
@@ -120,8 +120,8 @@ class Domains:
 
     def _domain(self, index: int, image: BootImage, config: DomainConfig,
                 console_sink: Callable[[int, bytes], None]) -> Domain:
-        machine = Machine(ram_mb=config.ram_mb,
-                          console=lambda data, i=index: console_sink(i, data))
+        machine = build_machine(ram_mb=config.ram_mb,
+                                console=lambda data, i=index: console_sink(i, data))
         machine.load(image)
         machine.syscalls.names = config.syscall_names
         if config.panic_points is not None:
@@ -154,20 +154,20 @@ class Domains:
             lambda data, u=uart, c=console: (c.feed if c.guest_reads else u.feed)(data)))
         hal = Hal(machine, devices)
         # device state goes back in time with the machine (reverse execution)
-        machine.state_parts.append(Part("hal", hal, frozenset({"machine", "devices", "_ops"})))
-        machine.state_parts += [Part(name, device, frozenset({"_switch"}))
-                                for name, device in (("console", console), ("net", net),
-                                                     ("block", block)) if device is not None]
+        machine.register_state("hal", hal)
+        machine.register_state("console", console)
+        if net is not None:
+            machine.register_state("net", net)
+        if block is not None:
+            machine.register_state("block", block)
         return Domain(index, machine, hal, console, net, block, board)
 
     def _unread_uart_input(self, index: int) -> bytes:
         """Input waiting in VM ``index``'s UART for a driver that never opened it."""
         board = self.domains[index].board
-        if board is None:
+        if board is None or board.uart is None:
             return b""
-        waiting = bytes(board.uart.state.host_input)
-        board.uart.state.host_input.clear()
-        return waiting
+        return board.uart.take_waiting_input()
 
     def _arrive(self, index: int, machine: Machine, frame: bytes, sent_ns: int) -> None:
         """A frame for VM ``index``, sent at ``sent_ns``: it enters the VM's input queue now
@@ -223,7 +223,8 @@ class Domains:
             forged = self.switch.forged[vm]
             dropped = sum(domain.net.dropped.values())
             lines.append(f"{'net':<10} forged {forged}, rx dropped {dropped}, switch forwarded "
-                         f"{self.switch.forwarded}")
+                         f"{self.switch.forwarded} (to an unknown MAC: "
+                         f"{self.switch.unknown_destination})")
         if domain.block is not None:
             mode = "writable" if domain.block.writable else "copy-on-write"
             lines.append(f"{'disk':<10} {domain.block.path}: {domain.block.sectors} sectors, "

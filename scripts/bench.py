@@ -72,6 +72,7 @@ from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_ESP  # noqa: E402
 
 from guest_build import build  # noqa: E402
 
+from dbgvm.core.assembly import build_machine  # noqa: E402
 from dbgvm.core.events import Event, EventKind  # noqa: E402
 from dbgvm.core.faults import StopReason, Vector  # noqa: E402
 from dbgvm.core.loader import load  # noqa: E402
@@ -87,7 +88,7 @@ CLISTI_ITERATIONS = 50000  # as in tests/guests/bench_clisti.S
 
 
 def run_dbgvm(name: str) -> tuple[Machine, float]:
-    machine = Machine()
+    machine = build_machine()
     image = load(build(name), machine.ram_size)
     machine.load(image)
     start = time.perf_counter()
@@ -182,7 +183,7 @@ def bench_breakpoints(repeat: int) -> None:
     best: dict[bool, float] = {}
     armed = 0
     for with_bps in (False, True) * repeat:
-        machine = Machine()
+        machine = build_machine()
         machine.load(image)
         if with_bps:
             for addr in spots:
@@ -348,7 +349,7 @@ def bench_record_replay(repeat: int) -> None:
 def bench_reverse_stepi() -> None:
     """(A machine without outside inputs replays itself: the engine needs no trace here.)"""
     from dbgvm.record.reverse import ReverseEngine
-    fresh = Machine()
+    fresh = build_machine()
     fresh.load(load(build("bench_compute"), fresh.ram_size))
     engine = ReverseEngine(fresh, RECORD_INSNS)
     start = time.perf_counter()
@@ -614,7 +615,7 @@ class TrapProfile:
         for kinds in ((), (EventKind.TRAP,)):
             profile = TrapProfile()
             with profile.patched():
-                machine = Machine()
+                machine = build_machine()
                 machine.load(load(build("bench_clisti"), machine.ram_size))
                 for kind in kinds:
                     machine.events.subscribe((kind,), lambda event: None)

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from guest_build import build  # noqa: E402
 
+from dbgvm.core.assembly import build_machine  # noqa: E402
 from dbgvm.core.events import Event, EventKind  # noqa: E402
 from dbgvm.core.loader import load  # noqa: E402
 from dbgvm.core.machine import Machine, Stop  # noqa: E402
@@ -42,7 +43,7 @@ class GuestRun:
 
 
 def run_guest(name: str, max_insns: int = 20_000_000, **load_args) -> GuestRun:  # noqa: D103
-    machine = Machine(ram_mb=load_args.pop("ram_mb", 64))
+    machine = build_machine(ram_mb=load_args.pop("ram_mb", 64))
     machine.load(load(build(name), machine.ram_size, **load_args))
     events: list[Event] = []
     machine.events.subscribe(set(EventKind), events.append)

@@ -8,6 +8,7 @@ import time
 
 from guest_build import build
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
 from dbgvm.gdbstub import rsp
@@ -16,7 +17,7 @@ from dbgvm.repl.commands import Monitor
 
 
 def machine_for(name: str) -> Machine:
-    m = Machine()
+    m = build_machine()
     m.load(load(build(name), m.ram_size))
     return m
 

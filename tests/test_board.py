@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dbgvm.board.board import Board, attach
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import BootImage, Chunk
 from dbgvm.core.machine import Machine
@@ -15,7 +16,7 @@ START = 1709251198
 
 
 def machine_running(code: bytes, board: Board = Board()):
-    machine = Machine(ram_mb=4)
+    machine = build_machine(ram_mb=4)
     machine.load(BootImage((Chunk(CODE, code, len(code)),), CODE, False, 0, 0, {}))
     out = bytearray()
     devices = attach(machine, board, console=out.extend, start_time=START)
@@ -63,7 +64,7 @@ def test_board_without_devices_leaves_ports_unclaimed_and_tables_out():
     assert devices.uart is None and devices.acpi_tables == []
     assert machine.ports.read(0x3F8, 1) is None
     assert machine.ports.read(0x71, 1) is None
-    assert machine.state_parts == []
+    assert not {"uart", "rtc", "i8042", "acpi"} & machine.snapshot_store().parts.keys()
 
 
 def test_attach_twice_is_a_port_conflict():

@@ -196,9 +196,9 @@ def test_cpuid_is_the_documented_model(guest):
 
 
 def _tiny(code: bytes):
+    from dbgvm.core.assembly import build_machine
     from dbgvm.core.loader import BootImage, Chunk
-    from dbgvm.core.machine import Machine
-    machine = Machine(ram_mb=4)
+    machine = build_machine(ram_mb=4)
     machine.load(BootImage((Chunk(0x100000, code, len(code)),), 0x100000, False, 0, 0, {}))
     return machine
 
@@ -247,8 +247,8 @@ def test_sixteen_bit_far_ret_is_emulated():
     code = (b"\x66\x6a\x10"                 # push word 0x10 (the boot CS)
             b"\x66\x68\x00\x80"             # push word 0x8000
             b"\x66\xcb")                    # retf (16-bit operand size)
-    from dbgvm.core.machine import Machine
-    machine = Machine(ram_mb=4)
+    from dbgvm.core.assembly import build_machine
+    machine = build_machine(ram_mb=4)
     machine.load(BootImage((Chunk(0x100000, code, len(code)), Chunk(0x8000, b"\xf4", 1)),
                            0x100000, False, 0, 0, {}))
     esp = machine.registers().esp

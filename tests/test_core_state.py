@@ -47,7 +47,8 @@ def test_virtual_cpu_round_trip():
 
 def test_clock_round_trip():
     icount = [100]
-    clock = VirtualClock(lambda: icount[0])
+    clock = VirtualClock()
+    clock.count_instructions_of(lambda: icount[0])
     clock.charge(7)
     saved = clock.save()
     assert_state_names_every_attribute(clock, saved)

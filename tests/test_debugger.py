@@ -5,6 +5,7 @@ import pytest
 
 from guest_build import build
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.debug import WatchKind
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
@@ -13,7 +14,7 @@ from dbgvm.core.machine import Machine
 
 
 def machine(name: str):
-    m = Machine()
+    m = build_machine()
     image = load(build(name), m.ram_size)
     m.load(image)
     return m, image.symbols
@@ -146,8 +147,8 @@ def test_resuming_from_a_breakpoint_whose_instruction_needs_a_shadow_fill_execut
 
 def test_addresses_beyond_32_bits_are_refused_not_wrapped():
     from dbgvm.core.debug import DebugError
-    from dbgvm.core.machine import Machine
-    debugger = Machine(ram_mb=4).debug
+    from dbgvm.core.assembly import build_machine
+    debugger = build_machine(ram_mb=4).debug
     for call in (lambda: debugger.read_virtual(1 << 32, 4),
                  lambda: debugger.read_virtual(0xFFFFFFFE, 4),
                  lambda: debugger.write_virtual(0x1_0000_1000, b"x"),

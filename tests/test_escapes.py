@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pytest
 from unicorn.x86_const import UC_X86_REG_CR3
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.descriptors import MONITOR_HOLE, Descriptor
 from dbgvm.core.events import Event, EventKind
 from dbgvm.core.faults import StopReason
@@ -113,7 +114,7 @@ def assert_hole_intact(machine: Machine, hole_pt_before: bytes, *, ram_size: int
 
 
 def run_escape(mode: str, max_insns: int = 1_000_000) -> EscapeRun:
-    machine = Machine(ram_mb=RAM_MB)
+    machine = build_machine(ram_mb=RAM_MB)
     fill_marker(machine.hole)
     hole_pt_before = bytes(machine.hole[HOLE_PT[0]:HOLE_PT[1]])
     calls: list[HypercallArgs] = []
@@ -290,7 +291,7 @@ def test_escape_attempt_is_contained(mode):
 # -- Known bugs: these fail with the core of commit f123bf7 (see the guest's comments) ---------
 def run_unchecked(mode: str) -> EscapeRun:
     """run_escape without its "ESCAPED" check, so that the exact fault is what fails."""
-    machine = Machine(ram_mb=RAM_MB)
+    machine = build_machine(ram_mb=RAM_MB)
     machine.load(load(build("escapes"), machine.ram_size, cmdline=f"mode={mode}"))
     stop = machine.run(1_000_000)
     assert stop.reason is not StopReason.MONITOR_ERROR, stop.message

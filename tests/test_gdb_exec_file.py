@@ -26,8 +26,8 @@ from guest_build import build
 from stub_harness import Client
 
 from dbgvm.cli import served_symbols
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.loader import load
-from dbgvm.core.machine import Machine
 from dbgvm.gdbstub import hostio, rsp
 from dbgvm.gdbstub.session import Session
 from dbgvm.linux import kallsyms
@@ -47,7 +47,7 @@ def served(tmp_path):
     data = bytes(range(256)) * 200 + b"$#}*" * 3000
     path = tmp_path / "guest.elf"
     path.write_bytes(data)
-    machine = Machine()
+    machine = build_machine()
     machine.load(load(build("basics"), machine.ram_size))
     served = hostio.ServedFile(path)
     yield Session(machine, exec_file=served), str(path.resolve()), data

@@ -9,6 +9,7 @@ from guest_build import build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.guest_registers import read_register
 from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
@@ -19,7 +20,7 @@ TRANSCRIPTS = Path(__file__).parent / "transcripts"
 
 
 def machine_for(name: str) -> Machine:
-    m = Machine()
+    m = build_machine()
     m.load(load(build(name), m.ram_size))
     return m
 

@@ -389,9 +389,9 @@ class SpecHal:
     IP = bytes([10, 0, 2, 15])
 
     def __init__(self, disk: bytearray | None = None) -> None:
+        from dbgvm.core.assembly import build_machine
         from dbgvm.core.loader import load
-        from dbgvm.core.machine import Machine
-        self.machine = Machine(ram_mb=64)
+        self.machine = build_machine(ram_mb=64)
         self.machine.load(load(bundled_kernel(), self.machine.ram_size))
         self.machine.hypercalls.register(self.call)
         self.out = bytearray()

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.events import EventKind
 from dbgvm.core.hypercalls import HypercallArgs
-from dbgvm.core.machine import Machine
 from dbgvm.hal.abi import MAX_PAYLOAD, Status
 from dbgvm.hal.block import BlockDevice, DiskError
 from dbgvm.hal.console import ConsoleDevice
@@ -99,7 +99,7 @@ class _Sink:
 
 @pytest.fixture(scope="module")
 def hal_machine():
-    machine = Machine(ram_mb=2)
+    machine = build_machine(ram_mb=2)
     sink = _Sink()
     switch = Switch()
     posted: list[bytes] = []
@@ -158,7 +158,7 @@ def test_validation_order_and_status_field(hal_machine):
 
 
 def test_console_input_fills_posted_buffers_in_order_up_to_their_capacity():
-    machine = Machine(ram_mb=2)
+    machine = build_machine(ram_mb=2)
     console = ConsoleDevice(lambda data: None)
     hal = Hal(machine, [console])
     irqs = []
@@ -264,11 +264,9 @@ def test_copy_on_write_keeps_written_sectors_out_of_host_memory(tmp_path):
 
 
 def test_copy_on_write_state_goes_back_with_snapshots(tmp_path):
-    # the device is a snapshot Part (domains.py): copied by value, restored in place
-    from dbgvm.core.snapshot import Part
+    # the device's saved state is part of every snapshot (domains.py), restored in place
     path, content = _image(tmp_path, sectors=3 * 4096)
     disk = BlockDevice(str(path))
-    part = Part("block", disk, frozenset({"_switch"}))
 
     def write(sector: int, fill: bytes) -> None:
         assert disk.submit(3, _request(sector, 2, fill * 1024)).status is Status.OK
@@ -276,26 +274,26 @@ def test_copy_on_write_state_goes_back_with_snapshots(tmp_path):
     def read(sector: int) -> bytes:
         return disk.submit(2, _request(sector, 2)).payload[8:]
     original = content[4095 * 512:4097 * 512]
-    snapshots = [part.state({})]                            # nothing written
+    snapshots = [disk.save()]                            # nothing written
     write(4095, b"A")                                       # across two index chunks
-    snapshots.append(part.state({}))
+    snapshots.append(disk.save())
     write(4095, b"B")
     write(10, b"b")
-    snapshots.append(part.state({}))
+    snapshots.append(disk.save())
     write(4095, b"C")
     assert read(4095) == b"C" * 1024
     for index, expected in [(1, b"A" * 1024), (0, original), (2, b"B" * 1024),
                             (1, b"A" * 1024)]:
-        part.load(snapshots[index], {})
+        disk.restore(snapshots[index])
         assert read(4095) == expected, index
     # after going back, new writes leave the later snapshots as they were
-    part.load(snapshots[1], {})
+    disk.restore(snapshots[1])
     write(4095, b"D")
     write(10, b"d")
     assert read(4095) == b"D" * 1024 and read(10) == b"d" * 1024
-    part.load(snapshots[2], {})
+    disk.restore(snapshots[2])
     assert read(4095) == b"B" * 1024 and read(10) == b"b" * 1024
-    part.load(snapshots[0], {})
+    disk.restore(snapshots[0])
     assert read(4095) == original and read(10) == content[10 * 512:12 * 512]
     disk.close()
     assert path.read_bytes() == content
@@ -342,8 +340,11 @@ def test_switch_demultiplexes_by_mac_broadcasts_to_others_and_drops_forgeries(tm
     assert switch.transmit(ports[0], forged_mac, 0) is Status.FORGED
     forged_ip = _eth(mac[2], mac[0], 0x0800, _ipv4_icmp(ports[1].ip, ports[2].ip, 8, 3))
     assert switch.transmit(ports[0], forged_ip, 0) is Status.FORGED
+    nobody = _eth(bytes.fromhex("525400123409"), mac[0], 0x0800,
+                  _ipv4_icmp(ports[0].ip, bytes([10, 0, 2, 23]), 8, 4))
+    assert switch.transmit(ports[0], nobody, 0) is Status.OK     # forwarded, to no port
     assert inboxes == [[broadcast], [], [unicast, broadcast]]
-    assert switch.forged[0] == 2 and switch.forwarded == 2
+    assert switch.forged[0] == 2 and switch.forwarded == 3 and switch.unknown_destination == 1
     switch.pcap.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.faults import StopReason
 from dbgvm.core.hypercalls import HypercallArgs, HypercallResult
 from dbgvm.core.loader import BootImage, Chunk
@@ -14,7 +15,7 @@ CODE = 0x100000
 
 
 def _machine(code: bytes, at: int = CODE) -> Machine:
-    machine = Machine(ram_mb=4)
+    machine = build_machine(ram_mb=4)
     machine.load(BootImage((Chunk(at, code, len(code)),), at, False, 0, 0, {}))
     return machine
 

@@ -11,6 +11,7 @@ import time
 import pytest
 from guest_build import build
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.events import Event, EventKind
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
@@ -22,7 +23,7 @@ from dbgvm.repl.parser import parse
 
 
 def setup(name="basics", **monitor_args):
-    m = Machine()
+    m = build_machine()
     image = load(build(name), m.ram_size)
     m.load(image)
     return m, Monitor(m, **monitor_args), image.symbols
@@ -30,7 +31,7 @@ def setup(name="basics", **monitor_args):
 
 def reference_events(name: str, kind: EventKind, count: int) -> list[Event]:
     """The first ``count`` events of a kind in an undisturbed run of the same guest."""
-    m = Machine()
+    m = build_machine()
     m.load(load(build(name), m.ram_size))
     seen: list[Event] = []
     m.events.subscribe({kind}, seen.append)
@@ -418,7 +419,7 @@ def test_a_finished_guest_cannot_be_continued():
 def test_runner_and_several_vms():
     machines = []
     for name in ("basics", "paging"):
-        m = Machine()
+        m = build_machine()
         m.load(load(build(name), m.ram_size))
         machines.append(m)
     calls = []
@@ -486,7 +487,7 @@ def test_help_covers_every_command():
 def fresh(name: str = "basics", icount: int | None = None) -> Machine:
     """A new machine of the guest, run for exactly ``icount`` instructions (none: to its
     end)."""
-    m = Machine()
+    m = build_machine()
     m.load(load(build(name), m.ram_size))
     if icount is None:
         m.run()
@@ -687,7 +688,7 @@ def test_forward_stops_at_the_end_of_the_recorded_run():
 
 def all_events(name: str = "basics") -> list[Event]:
     """Every event of an undisturbed run of the guest to its end."""
-    m = Machine()
+    m = build_machine()
     m.load(load(build(name), m.ram_size))
     seen: list[Event] = []
     m.events.subscribe(set(EventKind), seen.append)
@@ -865,7 +866,7 @@ def test_console_and_trace_prefixes_are_vm_n_everywhere():
     shown: list[str] = []
     ConsoleLines(shown.append, lambda: True).feed(1, b"hello\n")
     assert shown == ["[vm1] hello\n"]          # as `dbgvm run --batch --vms 2` prints it
-    m0, m1 = Machine(), Machine()
+    m0, m1 = build_machine(), build_machine()
     for m in (m0, m1):
         m.load(load(build("basics"), m.ram_size))
     mon = Monitor(machines=[m0, m1])

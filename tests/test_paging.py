@@ -8,9 +8,9 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
-from dbgvm.core.machine import Machine
 from dbgvm.core.guest_paging import PageFault
 
 PT1_VADDR = 0x400000
@@ -200,7 +200,7 @@ def _leaf(mem, vaddr, pse):
     return (pde & 0xFFFFF000) + 4 * ((vaddr >> 12) & 0x3FF)
 
 
-_PAGING_MACHINE = Machine(ram_mb=64)
+_PAGING_MACHINE = build_machine(ram_mb=64)
 
 
 # -- descriptor tables written after LGDT ----------------------------------------------------

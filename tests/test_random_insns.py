@@ -16,10 +16,10 @@ import struct
 
 import pytest
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
-from dbgvm.core.machine import Machine
 from guest_build import build
 from test_escapes import HOLE_PT, assert_hole_intact, fill_marker
 
@@ -34,7 +34,7 @@ def random_block(seed: int, size: int = BYTES) -> bytes:
 
 
 def run_random(mode: str, code: bytes, max_insns: int = MAX_INSNS):
-    machine = Machine(ram_mb=8)
+    machine = build_machine(ram_mb=8)
     fill_marker(machine.hole)
     hole_pt_before = bytes(machine.hole[HOLE_PT[0]:HOLE_PT[1]])
     machine.load(load(build("fuzz"), machine.ram_size, cmdline=f"mode={mode}"))

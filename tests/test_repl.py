@@ -19,6 +19,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
@@ -35,7 +36,7 @@ class Guest:
 
     def __init__(self, name: str) -> None:
         self.sink = None
-        self.machine = Machine(console=self._console)
+        self.machine = build_machine(console=self._console)
         image = load(build(name), self.machine.ram_size)
         self.machine.load(image)
         self.symbols = image.symbols

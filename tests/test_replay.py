@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
@@ -40,7 +41,7 @@ def dbgvm(*args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.Co
 
 
 def fresh(name: str) -> Machine:
-    machine = Machine()
+    machine = build_machine()
     machine.load(load(build(name), machine.ram_size))
     return machine
 

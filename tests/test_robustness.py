@@ -7,10 +7,10 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import BootImage, Chunk
-from dbgvm.core.machine import Machine
 
 CODE = 0x100000
 IDT = 0x8000
@@ -47,7 +47,7 @@ def _image(code: bytes, paging: bool = False) -> BootImage:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(code=st.binary(min_size=1, max_size=64), paging=st.booleans())
 def test_random_code_never_breaks_the_monitor(code, paging):
-    machine = Machine(ram_mb=4)
+    machine = build_machine(ram_mb=4)
     machine.load(_image(code, paging))
     errors = []
     machine.events.subscribe({EventKind.STOP}, errors.append)
@@ -67,10 +67,10 @@ import struct, sys
 sys.path.insert(0, 'tests')
 from test_robustness import _image, PD
 from dbgvm.core.loader import BootImage, Chunk
-from dbgvm.core.machine import Machine
+from dbgvm.core.assembly import build_machine
 image = _image(b"\\xb8" + struct.pack("<I", 0x400000) + b"\\xff\\xe0", True)
 chunks = image.chunks + (Chunk(PD + 4, struct.pack("<I", 0x40000083), 4),)
-m = Machine(ram_mb=4)
+m = build_machine(ram_mb=4)
 m.load(BootImage(chunks, image.entry, False, 0, 0, {}))
 m.write_register("esp", 0x7000)
 stop = m.run(max_insns=5000)

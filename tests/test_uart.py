@@ -1,12 +1,9 @@
 """16550A UART against the PC16550D datasheet and Linux's 8250 probing sequences."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from dbgvm.board.uart import Uart16550
-from dbgvm.core.snapshot import Part
 
 BASE = 0x3F8
 RBR = THR = DLL = BASE
@@ -209,7 +206,7 @@ def test_rx_fifo_holds_at_most_16_bytes(rig):
     rig.w(FCR, 0x01)
     rig.w(MCR, 0x02)
     rig.uart.feed(bytes(range(40)))
-    assert len(rig.uart.state.rx_fifo) == 16
+    assert len(rig.uart.registers.rx_fifo) == 16
     rig.w(FCR, 0x03)                              # clear RX: refilled from waiting input
     assert rig.r(RBR) == 16
 
@@ -228,14 +225,3 @@ def test_divisor_latch_does_not_disturb_ier_or_thr(rig):
 
 def test_msr_reports_a_connected_terminal_outside_loopback(rig):
     assert rig.r(MSR) == 0xB0                     # DCD, DSR, CTS; no deltas
-
-
-def test_state_round_trips_through_a_snapshot_part(rig):
-    part = Part("uart", rig.uart)
-    rig.w(MCR, 0x0A)
-    rig.uart.feed(b"abc")
-    saved = part.state({})
-    assert rig.r(RBR) == ord("a")
-    part.load(copy.deepcopy(saved), {})
-    assert rig.r(RBR) == ord("a")
-    assert rig.r(RBR) == ord("b")

@@ -105,9 +105,9 @@ def test_latch_through_contexts_when_the_live_state_is_not_found(monkeypatch):
         layout = uc_internals.calibrated_layout()
         assert layout.cpu_in_engine == -1
         from guest_build import build
+        from dbgvm.core.assembly import build_machine
         from dbgvm.core.loader import load
-        from dbgvm.core.machine import Machine
-        machine = Machine()
+        machine = build_machine()
         assert machine.latch._through_context
         machine.load(load(build("archfaults"), machine.ram_size))
         assert machine.run(50_000_000).exit_status == 7     # as tests/test_core.py expects

@@ -127,13 +127,26 @@ def acpi_tables(base: int = ACPI_BASE) -> list[tuple[int, bytes]]:
 
 
 @dataclass
-class PmState:
+class PmRegisters:
+    """The PM1a enable and control registers, as the device works on them (PM1 status is
+    never set; the timer follows virtual time)."""
+
     pm1_enable: int = 0
     pm1_control: int = PM1_CNT_SCI_EN
 
 
+@dataclass(frozen=True)
+class PmState:
+    """The registers as a snapshot keeps them (the same fields)."""
+
+    pm1_enable: int
+    pm1_control: int
+
+
 class AcpiPm:
     """The PM1a event and control registers and the PM timer, on the port bus."""
+
+    NOT_SAVED = frozenset({"now", "power_off"})     # wiring
 
     PORTS = (range(PM1_EVT_BLK, PM1_EVT_BLK + PM1_EVT_LEN),
              range(PM1_CNT_BLK, PM1_CNT_BLK + PM1_CNT_LEN),
@@ -144,7 +157,13 @@ class AcpiPm:
         S5."""
         self._now = now
         self._power_off = power_off
-        self.state = PmState()
+        self.registers = PmRegisters()
+
+    def save(self) -> PmState:
+        return PmState(**vars(self.registers))   # a field missing from PmState fails here
+
+    def restore(self, state: PmState) -> None:
+        self.registers = PmRegisters(**vars(state))
 
     def timer(self) -> int:
         """The PM timer's count at the current virtual time."""
@@ -156,9 +175,9 @@ class AcpiPm:
         if port >= PM_TMR_BLK:
             return self.timer(), PM_TMR_BLK
         if port >= PM1_CNT_BLK:
-            return self.state.pm1_control | PM1_CNT_SCI_EN, PM1_CNT_BLK
+            return self.registers.pm1_control | PM1_CNT_SCI_EN, PM1_CNT_BLK
         if port >= PM1_EVT_BLK + 2:
-            return self.state.pm1_enable, PM1_EVT_BLK + 2
+            return self.registers.pm1_enable, PM1_EVT_BLK + 2
         return 0, PM1_EVT_BLK            # PM1 status: no event source, never set
 
     def port_read(self, port: int, size: int) -> int:
@@ -173,7 +192,7 @@ class AcpiPm:
             self._write_byte(port + i, value >> 8 * i & 0xFF)
 
     def _write_byte(self, port: int, byte: int) -> None:
-        s = self.state
+        s = self.registers
         if port in range(PM1_EVT_BLK + 2, PM1_EVT_BLK + 4):
             shift = 8 * (port - PM1_EVT_BLK - 2)
             s.pm1_enable = s.pm1_enable & ~(0xFF << shift) | byte << shift

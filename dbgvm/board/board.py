@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.machine import Machine
-from ..core.snapshot import Part
 from .acpi import AcpiPm, acpi_tables
 from .i8042 import DATA_PORT, STATUS_PORT, I8042
 from .rtc import RTC_PORTS, CmosRtc
@@ -61,20 +60,20 @@ def attach(machine: Machine, board: Board, *, console: Callable[[bytes], None],
     if board.uart:
         devices.uart = Uart16550(console, machine.raise_irq)
         ports.register(devices.uart.ports, devices.uart)
-        machine.state_parts.append(Part("uart", devices.uart))
+        machine.register_state("uart", devices.uart)
     if board.rtc:
         devices.rtc = CmosRtc(machine.clock.now, start_time, machine.ram_size)
         ports.register(RTC_PORTS, devices.rtc)
-        machine.state_parts.append(Part("rtc", devices.rtc))
+        machine.register_state("rtc", devices.rtc)
     if board.i8042:
         devices.i8042 = I8042(machine.raise_irq, reset)
         ports.register(range(DATA_PORT, DATA_PORT + 1), devices.i8042)
         ports.register(range(STATUS_PORT, STATUS_PORT + 1), devices.i8042)
-        machine.state_parts.append(Part("i8042", devices.i8042))
+        machine.register_state("i8042", devices.i8042)
     if board.acpi:
         devices.acpi = AcpiPm(machine.clock.now, power_off)
         for block in AcpiPm.PORTS:
             ports.register(block, devices.acpi)
-        machine.state_parts.append(Part("acpi", devices.acpi))
+        machine.register_state("acpi", devices.acpi)
         devices.acpi_tables = acpi_tables()
     return devices

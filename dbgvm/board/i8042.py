@@ -43,15 +43,19 @@ WRITE_KBD_OUTPUT, WRITE_AUX_OUTPUT, WRITE_AUX = 0xD2, 0xD3, 0xD4
 PULSE_OUTPUT = 0xF0                                # 0xF0-0xFF: low nibble clear bits pulse
 
 
-@dataclass
+@dataclass(frozen=True)
 class Byte:
+    """A byte in the output buffer and the status bits that come with it."""
+
     value: int
     aux: bool = False
     timeout: bool = False
 
 
 @dataclass
-class I8042State:
+class I8042Registers:
+    """The controller's registers and output buffer, as the device works on them."""
+
     ctr: int = CTR_DEFAULT
     output_port: int = OUTPUT_PORT_DEFAULT
     last_was_command: bool = False
@@ -61,19 +65,41 @@ class I8042State:
     output: list[Byte] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class I8042State:
+    """The registers as a snapshot keeps them (the same fields)."""
+
+    ctr: int
+    output_port: int
+    last_was_command: bool
+    expecting: int | None
+    kbd_irq: bool
+    aux_irq: bool
+    output: tuple[Byte, ...]
+
+
 class I8042:
+    NOT_SAVED = frozenset({"raise_irq", "reset"})     # wiring
+
     def __init__(self, raise_irq: Callable[[int], None], reset: Callable[[], None]) -> None:
         self._raise_irq = raise_irq
         self._reset = reset
-        self.state = I8042State()
+        self.registers = I8042Registers()
+
+    def save(self) -> I8042State:
+        r = self.registers            # a field missing from I8042State fails here
+        return I8042State(**vars(r) | {"output": tuple(r.output)})
+
+    def restore(self, state: I8042State) -> None:
+        self.registers = I8042Registers(**vars(state) | {"output": list(state.output)})
 
     def _push(self, value: int, *, aux: bool = False, timeout: bool = False) -> None:
-        self.state.output.append(Byte(value, aux, timeout))
+        self.registers.output.append(Byte(value, aux, timeout))
 
     def _update_irq(self) -> None:
         """IRQ 1 or 12 is high while the byte in the output buffer is from that port and the
         configuration byte enables its interrupt; a rising edge interrupts."""
-        s = self.state
+        s = self.registers
         head = s.output[0] if s.output else None
         kbd = head is not None and not head.aux and bool(s.ctr & CTR_KBDINT)
         aux = head is not None and head.aux and bool(s.ctr & CTR_AUXINT)
@@ -85,7 +111,7 @@ class I8042:
 
     # -- port interface --------------------------------------------------------------------
     def port_read(self, port: int, size: int) -> int:
-        s = self.state
+        s = self.registers
         if port == STATUS_PORT:
             status = (STR_UNLOCKED | (STR_SYS if s.ctr & CTR_SYS else 0) |
                       (STR_CMD if s.last_was_command else 0))
@@ -103,7 +129,7 @@ class I8042:
 
     def port_write(self, port: int, size: int, value: int) -> None:
         value &= 0xFF
-        s = self.state
+        s = self.registers
         s.last_was_command = port == STATUS_PORT
         if port == STATUS_PORT:
             s.expecting = None
@@ -113,7 +139,7 @@ class I8042:
         self._update_irq()
 
     def _data(self, value: int) -> None:
-        s = self.state
+        s = self.registers
         command, s.expecting = s.expecting, None
         if command == WRITE_CTR:
             s.ctr = value
@@ -131,7 +157,7 @@ class I8042:
             self._push(NO_DEVICE, timeout=True)
 
     def _command(self, command: int) -> None:
-        s = self.state
+        s = self.registers
         replies = {READ_CTR: s.ctr, AUX_TEST: INTERFACE_OK, SELF_TEST: SELF_TEST_OK,
                    KBD_TEST: INTERFACE_OK, READ_OUTPUT_PORT: s.output_port}
         bits = {AUX_DISABLE: (CTR_AUXDIS, True), AUX_ENABLE: (CTR_AUXDIS, False),

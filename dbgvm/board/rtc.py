@@ -56,42 +56,64 @@ def memory_size_bytes(ram_size: int) -> dict[int, int]:
 
 
 @dataclass
-class RtcState:
+class RtcRegisters:
+    """The index register, the guest's clock setting and the CMOS RAM (registers A-D at
+    their indexes), as the device works on them."""
+
     index: int = 0
     offset: int = 0                     # seconds the guest moved the clock by
     ram: bytearray = field(default_factory=lambda: bytearray(CMOS_SIZE))
 
 
+@dataclass(frozen=True)
+class RtcState:
+    """The registers as a snapshot keeps them (the same fields)."""
+
+    index: int
+    offset: int
+    ram: bytes
+
+
 class CmosRtc:
+    # wiring, and the time base recorded with a run: fixed when the board is built
+    NOT_SAVED = frozenset({"now", "start_time"})
+
     def __init__(self, now: Callable[[], int], start_time: int, ram_size: int = 0) -> None:
         """``now``: virtual time in instruction periods; ``start_time``: Unix seconds at
         virtual time 0; ``ram_size``: fills the memory-size bytes (0: left zero)."""
         self._now = now
         self.start_time = start_time
-        self.state = RtcState()
-        ram = self.state.ram
+        self.registers = RtcRegisters()
+        ram = self.registers.ram
         ram[REG_A], ram[REG_B], ram[REG_D] = REG_A_DEFAULT, REG_B_24H, REG_D_VRT
         if ram_size:
             for index, value in memory_size_bytes(ram_size).items():
                 ram[index] = value
 
+    def save(self) -> RtcState:
+        r = self.registers
+        return RtcState(r.index, r.offset, bytes(r.ram))
+
+    def restore(self, state: RtcState) -> None:
+        self.registers = RtcRegisters(state.index, state.offset, bytearray(state.ram))
+
     def seconds(self) -> int:
         """The clock's current time, Unix seconds."""
         elapsed = self._now() * NS_PER_INSN // 1_000_000_000
-        return self.start_time + elapsed + self.state.offset
+        return self.start_time + elapsed + self.registers.offset
 
     # -- encoding --------------------------------------------------------------------------
     def _encode(self, value: int) -> int:
-        return value if self.state.ram[REG_B] & REG_B_BINARY else _bcd(value)
+        return value if self.registers.ram[REG_B] & REG_B_BINARY else _bcd(value)
 
     def _decode(self, value: int) -> int:
-        return value if self.state.ram[REG_B] & REG_B_BINARY else _from_bcd(value)
+        return value if self.registers.ram[REG_B] & REG_B_BINARY else _from_bcd(value)
 
     def _time_fields(self, seconds: int) -> dict[int, int]:
         t = time.gmtime(seconds)
         hour = t.tm_hour
         pm = 0
-        if not self.state.ram[REG_B] & REG_B_24H:
+        if not self.registers.ram[REG_B] & REG_B_24H:
             pm = HOUR_PM if hour >= 12 else 0
             hour = hour % 12 or 12
         return {SECONDS: self._encode(t.tm_sec), MINUTES: self._encode(t.tm_min),
@@ -104,7 +126,7 @@ class CmosRtc:
         """Set the clock from register values (as the guest encodes them)."""
         value = {k: self._decode(v) for k, v in raw.items() if k != HOURS}
         hour = self._decode(raw[HOURS] & ~HOUR_PM)
-        if not self.state.ram[REG_B] & REG_B_24H:
+        if not self.registers.ram[REG_B] & REG_B_24H:
             hour = hour % 12 + (12 if raw[HOURS] & HOUR_PM else 0)
         year = value[CENTURY] * 100 + value[YEAR]
         try:
@@ -112,13 +134,13 @@ class CmosRtc:
                                       value[SECONDS]))
         except (ValueError, OverflowError):
             return                        # not a date: ignored
-        self.state.offset += target - self.seconds()
+        self.registers.offset += target - self.seconds()
 
     def _write_b(self, value: int) -> None:
         """While SET (bit 7) is set the clock stops updating the time registers, which the
         guest then writes one by one; clearing SET starts the clock from them (how Linux's
         mc146818_set_time sets the time without passing through invalid dates)."""
-        ram = self.state.ram
+        ram = self.registers.ram
         was_set = ram[REG_B] & REG_B_SET
         if value & REG_B_SET and not was_set:
             for index, field_value in self._time_fields(self.seconds()).items():
@@ -131,20 +153,20 @@ class CmosRtc:
     def port_read(self, port: int, size: int) -> int:
         if port == RTC_PORTS.start:
             return 0xFF                   # the index register is write-only
-        index = self.state.index
-        if index in TIME_REGISTERS and not self.state.ram[REG_B] & REG_B_SET:
+        index = self.registers.index
+        if index in TIME_REGISTERS and not self.registers.ram[REG_B] & REG_B_SET:
             return self._time_fields(self.seconds())[index]
         if index == REG_C:
             return 0                      # no interrupt flags: nothing ever interrupts
-        return self.state.ram[index]
+        return self.registers.ram[index]
 
     def port_write(self, port: int, size: int, value: int) -> None:
         value &= 0xFF
         if port == RTC_PORTS.start:
-            self.state.index = value & 0x7F        # bit 7 masks NMI: nothing to mask here
+            self.registers.index = value & 0x7F        # bit 7 masks NMI: nothing to mask here
             return
-        index = self.state.index
-        ram = self.state.ram
+        index = self.registers.index
+        ram = self.registers.ram
         if index in TIME_REGISTERS and not ram[REG_B] & REG_B_SET:
             fields = self._time_fields(self.seconds())
             fields[index] = value

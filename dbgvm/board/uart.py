@@ -53,8 +53,8 @@ HOST_MODEM_INPUTS = MSR_CTS | MSR_DSR | MSR_DCD
 
 
 @dataclass
-class UartState:
-    """Every register and buffer: what a snapshot saves."""
+class UartRegisters:
+    """Every register and buffer, as the device works on them."""
 
     ier: int = 0
     lcr: int = 0
@@ -71,14 +71,45 @@ class UartState:
     host_input: bytearray = field(default_factory=bytearray)    # not yet in the FIFO
 
 
+@dataclass(frozen=True)
+class UartState:
+    """The registers and buffers as a snapshot keeps them (the same fields)."""
+
+    ier: int
+    lcr: int
+    mcr: int
+    scr: int
+    dll: int
+    dlm: int
+    fcr: int
+    lsr_errors: int
+    msr_deltas: int
+    thre_pending: bool
+    irq_out: bool
+    rx_fifo: bytes
+    host_input: bytes
+
+
 class Uart16550:
+    # wiring, and where the chip sits: fixed when the board is built
+    NOT_SAVED = frozenset({"console", "raise_irq", "base", "irq"})
+
     def __init__(self, console: Callable[[bytes], None], raise_irq: Callable[[int], None],
                  base: int = COM1_PORTS.start, irq: int = COM1_IRQ) -> None:
         self._console = console
         self._raise_irq = raise_irq
         self.base = base
         self.irq = irq
-        self.state = UartState()
+        self.registers = UartRegisters()
+
+    def save(self) -> UartState:
+        r = self.registers            # a field missing from UartState fails here
+        return UartState(**vars(r) | {"rx_fifo": bytes(r.rx_fifo),
+                                      "host_input": bytes(r.host_input)})
+
+    def restore(self, state: UartState) -> None:
+        self.registers = UartRegisters(**vars(state) | {
+            "rx_fifo": bytearray(state.rx_fifo), "host_input": bytearray(state.host_input)})
 
     @property
     def ports(self) -> range:
@@ -88,25 +119,32 @@ class Uart16550:
     def feed(self, data: bytes) -> None:
         """Bytes from the host console (an empty ``data``, end of input, has no line
         signal on a serial port and is ignored)."""
-        self.state.host_input += data
+        self.registers.host_input += data
         self._refill()
         self._update_irq()
+
+    def take_waiting_input(self) -> bytes:
+        """Host input still waiting to enter the FIFO, taken away: the guest reads its
+        console elsewhere (the HAL console) and never opened this port."""
+        waiting = bytes(self.registers.host_input)
+        self.registers.host_input.clear()
+        return waiting
 
     @property
     def has_unread_input(self) -> bool:
         """Host input the guest has not read yet (in the FIFO or still waiting)."""
-        return bool(self.state.rx_fifo or self.state.host_input)
+        return bool(self.registers.rx_fifo or self.registers.host_input)
 
     @property
     def accepting_input(self) -> bool:
         """Would host input move into the FIFO now (RTS asserted, not in loopback)?"""
-        mcr = self.state.mcr
+        mcr = self.registers.mcr
         return bool(mcr & MCR_RTS) and not mcr & MCR_LOOP
 
     # -- derived register values -----------------------------------------------------------
     @property
     def _fifo_enabled(self) -> bool:
-        return bool(self.state.fcr & FCR_ENABLE)
+        return bool(self.registers.fcr & FCR_ENABLE)
 
     def _capacity(self) -> int:
         return FIFO_SIZE if self._fifo_enabled else 1
@@ -119,12 +157,12 @@ class Uart16550:
                 (MSR_RI if mcr & MCR_OUT1 else 0) | (MSR_DCD if mcr & MCR_OUT2 else 0))
 
     def _lsr(self) -> int:
-        s = self.state
+        s = self.registers
         return (LSR_DR if s.rx_fifo else 0) | s.lsr_errors | LSR_THRE | LSR_TEMT
 
     def _interrupt_id(self) -> int:
         """The highest-priority pending interrupt (datasheet table 4)."""
-        s = self.state
+        s = self.registers
         if s.ier & IER_RLS and s.lsr_errors:
             return IIR_RLS
         if s.ier & IER_RDA and s.rx_fifo:
@@ -136,7 +174,7 @@ class Uart16550:
         return IIR_NONE
 
     def _update_irq(self) -> None:
-        s = self.state
+        s = self.registers
         level = (self._interrupt_id() != IIR_NONE and bool(s.mcr & MCR_OUT2)
                  and not s.mcr & MCR_LOOP)
         if level and not s.irq_out:
@@ -146,7 +184,7 @@ class Uart16550:
     # -- data paths ------------------------------------------------------------------------
     def _refill(self) -> None:
         """Move waiting host input into the FIFO while there is room and RTS allows it."""
-        s = self.state
+        s = self.registers
         if not self.accepting_input:
             return
         room = self._capacity() - len(s.rx_fifo)
@@ -157,7 +195,7 @@ class Uart16550:
     def _receive_looped(self, byte: int) -> None:
         """A byte transmitted in loopback arrives at the receiver; a full receiver overruns
         (FIFO mode: the new byte is lost; otherwise it overwrites RBR)."""
-        s = self.state
+        s = self.registers
         if len(s.rx_fifo) < self._capacity():
             s.rx_fifo.append(byte)
             return
@@ -166,7 +204,7 @@ class Uart16550:
             s.rx_fifo[-1] = byte
 
     def _transmit(self, byte: int) -> None:
-        s = self.state
+        s = self.registers
         if s.mcr & MCR_LOOP:
             self._receive_looped(byte)
         else:
@@ -180,7 +218,7 @@ class Uart16550:
         return value
 
     def _read(self, offset: int) -> int:
-        s = self.state
+        s = self.registers
         dlab = s.lcr & LCR_DLAB
         if offset == 0:
             if dlab:
@@ -216,7 +254,7 @@ class Uart16550:
         self._update_irq()
 
     def _write(self, offset: int, value: int) -> None:
-        s = self.state
+        s = self.registers
         dlab = s.lcr & LCR_DLAB
         if offset == 0:
             if dlab:
@@ -245,7 +283,7 @@ class Uart16550:
         # LSR and MSR writes (factory test) are ignored
 
     def _write_fcr(self, value: int) -> None:
-        s = self.state
+        s = self.registers
         if (value ^ s.fcr) & FCR_ENABLE or value & (FCR_ENABLE | FCR_CLEAR_RX) == \
                 FCR_ENABLE | FCR_CLEAR_RX:
             s.rx_fifo.clear()             # changing the FIFO mode clears both FIFOs
@@ -254,7 +292,7 @@ class Uart16550:
         self._refill()
 
     def _write_mcr(self, value: int) -> None:
-        s = self.state
+        s = self.registers
         before = self._modem_inputs(s.mcr)
         after = self._modem_inputs(value)
         changed = before ^ after

@@ -30,6 +30,11 @@ class Timer(Protocol):
         """Fire everything due at or before ``now``."""
 
 
+def _none_retired() -> int:
+    """The instruction count of a clock no run loop drives yet."""
+    return 0
+
+
 @dataclass(frozen=True)
 class ClockState:
     idle: int
@@ -39,11 +44,17 @@ class ClockState:
 class VirtualClock:
     NOT_SAVED = frozenset({"icount", "timers"})     # wiring, fixed when the machine is built
 
-    def __init__(self, icount: Callable[[], int]) -> None:
-        self._icount = icount
+    def __init__(self) -> None:
+        self._icount: Callable[[], int] = _none_retired
         self.idle = 0
         self.charged = 0
         self._timers: list[Timer] = []
+
+    def count_instructions_of(self, icount: Callable[[], int]) -> None:
+        """Count the instructions ``icount`` reports as retired (the machine's run loop).
+        Connected once the machine exists: the clock is built before it, as are the devices
+        that read the time."""
+        self._icount = icount
 
     def save(self) -> ClockState:
         return ClockState(self.idle, self.charged)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .stops import StopReason
+
 CONSOLE_PORT = 0xE9
 EXIT_PORT = 0xF4
 
@@ -23,11 +25,13 @@ class DebugConsole:
 class DebugExit:
     """QEMU isa-debug-exit (iosize=1): writing V ends the run with status (V << 1) | 1."""
 
-    def __init__(self, request_exit: Callable[[int], None]) -> None:
-        self._request_exit = request_exit
+    def __init__(self, end_run: Callable[[StopReason, str, int], None]) -> None:
+        self._end_run = end_run
 
     def port_read(self, port: int, size: int) -> int:
         return 0xFF
 
     def port_write(self, port: int, size: int, value: int) -> None:
-        self._request_exit(((value & 0xFF) << 1) | 1)
+        status = ((value & 0xFF) << 1) | 1
+        self._end_run(StopReason.DEBUG_EXIT,
+                      f"guest wrote to the debug-exit port: status {status}", status)

@@ -22,7 +22,6 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT,
 
 from .clock import VirtualClock
 from .debug import Debugger
-from .debug_ports import CONSOLE_PORT, EXIT_PORT, DebugConsole, DebugExit
 from .decoder import Decoder
 from .delivery import deliver_guarded, reflect
 from .descriptor_watch import DescriptorWatch
@@ -35,15 +34,15 @@ from .instruction_hooks import InstructionHooks
 from .loader import BootImage, place
 from .memory import GuestMemory
 from .paging import Paging
-from .pic import MASTER_PORTS, SLAVE_PORTS, Pic
-from .pit import PIT_PORTS, SYSTEM_CONTROL_PORT, Pit
+from .pic import Pic
+from .pit import Pit
 from .port_bus import PortBus
 from .port_io import PortIo
 from .ring3 import TABLES, enter_ring3
 from .scheduler import Scheduler
 from .segments import SegmentTables
 from .stops import Stop, StopCause, StopReason
-from .snapshot import Part, Persistent, Snapshot, SnapshotStore
+from .snapshot import Persistent, Snapshot, SnapshotStore
 from .syscalls import SyscallTracker, returned_to_user, syscall_entered
 from .traps import TrapDispatch
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
@@ -54,8 +53,12 @@ MAX_RAM_MB = 3072
 
 
 class Machine:
-    def __init__(self, ram_mb: int = DEFAULT_RAM_MB,
-                 console: Callable[[bytes], None] | None = None) -> None:
+    """Built by ``build_machine`` (assembly.py), which creates the devices and puts them on
+    the buses: the machine drives the clock, the PIT's timers, the PIC and the inputs between
+    quanta, and its trap handlers hand port I/O and hypercalls to the buses."""
+
+    def __init__(self, ram_mb: int, *, clock: VirtualClock, inputs: InputQueue, pic: Pic,
+                 pit: Pit, ports: PortBus, hypercalls: HypercallBus) -> None:
         if not 2 <= ram_mb <= MAX_RAM_MB:
             raise ValueError(f"guest RAM must be 2..{MAX_RAM_MB} MiB, not {ram_mb}")
         layout = calibrated_layout()
@@ -70,22 +73,13 @@ class Machine:
         self.vcpu = VirtualCpu()
         self.icount = 0
         self.trap_eip = 0
-        self.clock = VirtualClock(self.current_icount)
-        self.inputs = InputQueue()
-        self.console_output = bytearray()
-        self._console = console or self.console_output.extend
-        self.ports = PortBus()
-        self.hypercalls = HypercallBus()
-        self.pic = Pic()
-        self.pit = Pit(self.clock.now, self.pic.raise_irq)
-        self.ports.register(MASTER_PORTS, self.pic)
-        self.ports.register(SLAVE_PORTS, self.pic)
-        self.ports.register(PIT_PORTS, self.pit)
-        self.ports.register(range(SYSTEM_CONTROL_PORT, SYSTEM_CONTROL_PORT + 1), self.pit)
-        self.ports.register(range(CONSOLE_PORT, CONSOLE_PORT + 1), DebugConsole(self._console))
-        self.ports.register(range(EXIT_PORT, EXIT_PORT + 1), DebugExit(self._debug_exit))
-        self.clock.add_timer(self.pit)
-        self.clock.add_timer(self.inputs)        # inputs scheduled by a replay
+        self.clock = clock
+        self.inputs = inputs
+        self.pic = pic
+        self.pit = pit
+        self.ports = ports
+        self.hypercalls = hypercalls
+        self.console_output = bytearray()    # the debug console's, when nobody else takes it
 
         # The monitor's parts, each given this machine as its MonitorContext (cpu_context.py).
         # Their methods that belong to the Machine's API, or that the emulation code calls
@@ -145,7 +139,7 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
                     UC_HOOK_MEM_FETCH_UNMAPPED, traps.on_unmapped)
         enter_ring3(uc, self.regs, self.tables, paging.paging_changed)
-        self.state_parts: list[Part] = []        # devices' state, for snapshots
+        self._device_states: dict[str, Persistent] = {}     # devices outside the core
         self._snapshots: SnapshotStore | None = None
         self._debugger_suspended = False
         # (eip, icount) where the current run began: a stop-before hook skips that point,
@@ -254,10 +248,6 @@ class Machine:
         if self.traps.in_exception_hook:
             # The faulting instruction would only fault again: stop now, not after it.
             self.uc.emu_stop()
-
-    def _debug_exit(self, status: int) -> None:
-        self.end_run(StopReason.DEBUG_EXIT,
-                     f"guest wrote to the debug-exit port: status {status}", status)
 
     # -- registers ---------------------------------------------------------------------------
     def registers(self) -> GuestRegisters:
@@ -395,10 +385,22 @@ class Machine:
                 "inputs": self.inputs, "pic": self.pic, "pit": self.pit, "mmu": self.mmu,
                 "tables": self.tables, "descriptor_watch": self.descriptor_watch,
                 "syscalls": self.syscalls}
-            parts.update((part.name, part) for part in self.state_parts)
+            clash = parts.keys() & self._device_states.keys()
+            if clash:
+                raise ValueError(f"a device is named as a core component: {min(clash)}")
+            parts.update(self._device_states)
             self._snapshots = SnapshotStore(self.uc, self.ram, self.hole, parts,
                                             self._after_restore)
         return self._snapshots
+
+    def register_state(self, name: str, device: Persistent) -> None:
+        """A device outside the core (the board's, the HAL's) whose state goes back in time
+        with the machine: its saved state is part of every snapshot, under ``name``."""
+        if self._snapshots is not None:
+            raise RuntimeError(f"{name}: devices are registered before the first snapshot")
+        if name in self._device_states:
+            raise ValueError(f"a device named {name} is already registered")
+        self._device_states[name] = device
 
     def _after_restore(self, snapshot: Snapshot) -> None:
         self.icount = snapshot.icount

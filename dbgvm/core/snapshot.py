@@ -3,36 +3,26 @@
 A snapshot is the CPU (Unicorn's context), guest RAM and the monitor's hole (shadow page tables,
 installed descriptors), and the saved state of every ``Persistent`` part: each core component
 (the virtual CPU, scheduler, clock, PIC, PIT, shadow MMU bookkeeping, descriptor tables and
-their watch, input queue, system-call tracker) saves a frozen dataclass of its own and
-restores from it in place, as Firecracker's devices do with their Persist states. Memory is
-stored as the pages that changed since the previous snapshot, on top of one full copy, so a
-snapshot every few million instructions costs little. Debugger state (breakpoints,
-watchpoints, event subscribers) is not part of it: going back keeps the debugger's view; so
-does output that already left the machine (its console).
-
-Devices outside the core (the HAL's, the board's) have no state type yet: a ``Part`` saves
-one by value, deep-copying every attribute except callables and live handles (Unicorn,
-capstone, memoryviews), which stay as they are; ``exclude`` names containers of such handles.
+their watch, input queue, system-call tracker) and each device outside the core (the board's,
+the HAL's: ``Machine.register_state``) saves a frozen dataclass of its own and restores from
+it in place, as Firecracker's devices do with their Persist states. Memory is stored as the
+pages that changed since the previous snapshot, on top of one full copy, so a snapshot every
+few million instructions costs little. Debugger state (breakpoints, watchpoints, event
+subscribers) is not part of it: going back keeps the debugger's view; so does output that
+already left the machine (its console).
 """
 from __future__ import annotations
 
 import bisect
-import copy
 import ctypes
-import mmap
-import types
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from capstone import Cs
 from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, Uc
 
 PAGE = 4096
 CHUNK = 64 * PAGE            # compared first; only differing chunks are compared by page
-_LIVE = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, memoryview,
-         mmap.mmap, Uc, Cs)
 
 
 class Persistent(Protocol):
@@ -41,35 +31,6 @@ class Persistent(Protocol):
 
     def save(self) -> object: ...
     def restore(self, state: Any) -> None: ...
-
-
-@dataclass(frozen=True)
-class Part:
-    """One object whose attributes are state: all of them (``include`` empty) but
-    ``exclude`` and live handles. Objects of other parts it refers to are kept by reference
-    (their own part restores them in place)."""
-
-    name: str
-    obj: object
-    exclude: frozenset[str] = frozenset()
-    include: frozenset[str] = frozenset()
-
-    def state(self, identity: dict[int, object]) -> dict[str, Any]:
-        kept = {k: v for k, v in vars(self.obj).items()
-                if (k in self.include if self.include else k not in self.exclude)
-                and not isinstance(v, _LIVE)}
-        return copy.deepcopy(kept, dict(identity))
-
-    def load(self, state: dict[str, Any], identity: dict[int, object]) -> None:
-        for key, value in copy.deepcopy(state, dict(identity)).items():
-            setattr(self.obj, key, value)
-
-    # Persistent: the object itself is kept by reference in what it refers to
-    def save(self) -> dict[str, Any]:
-        return self.state({id(self.obj): self.obj})
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.load(state, {id(self.obj): self.obj})
 
 
 @dataclass

@@ -31,7 +31,6 @@ from .target_description import REGISTERS, target_xml
 THREAD = b"thread:01;"
 OWNER = "gdb"                  # whose points the Z packets' are (core/debug_points.py)
 SOFTWARE_BREAK, HARDWARE_BREAK = 0, 1          # Z0, Z1
-SIGTRAP, SIGINT = 5, 2
 # stops that end the guest's run: outside a replay gdb is told the process exited (W) or
 # what stopped it; in a replay such a stop is the end of the recorded run, a place to go back
 # from (replaylog:end), never an exit after which gdb could not reverse

@@ -10,13 +10,13 @@ dbgvm ends, however it ends), holds written sectors in slots, appended as sector
 written. In memory there is only an index, sector -> slot, in chunks of 4096 sectors (4 bytes
 a sector of the chunks written to: 8 MiB for every sector of a 1 GiB image).
 
-Snapshots (reverse execution: the device is a snapshot Part, copied by value) copy the index,
-not the data: a copy shares the index's chunks (a chunk is copied when it is next written) and
-*freezes* every slot written so far: a sector whose slot is frozen is written to a new slot,
-so the data a snapshot refers to never changes, and restoring one is restoring its index. A
-snapshot costs memory in proportion to the chunks written since the previous one, and the
-file grows by the sectors rewritten after a snapshot (without snapshots, it holds each
-written sector once: it is never larger than the image)."""
+Snapshots (reverse execution: the device's saved state is part of each) keep the index, not
+the data: a saved index shares the live index's chunks (a chunk is copied when it is next
+written) and saving *freezes* every slot written so far: a sector whose slot is frozen is
+written to a new slot, so the data a snapshot refers to never changes, and restoring one is
+restoring its index. A snapshot costs memory in proportion to the chunks written since the
+previous one, and the file grows by the sectors rewritten after a snapshot (without
+snapshots, it holds each written sector once: it is never larger than the image)."""
 from __future__ import annotations
 
 import errno
@@ -24,6 +24,7 @@ import os
 import struct
 import tempfile
 from array import array
+from dataclasses import dataclass
 
 from .abi import MAX_PAYLOAD, BlockOp, Channel, Status
 from .device import Reply, SubmitOnly
@@ -44,16 +45,13 @@ MAX_SLOTS = (1 << 32) - 1       # index entries are 32-bit (slot + 1; 0: not wri
 
 class OverlayFile:
     """The temporary file holding written sectors, one per slot. Shared by the live index
-    and every snapshot of it (copying it is a no-op): slots below ``frozen`` belong to some
-    snapshot and are never written again."""
+    and every saved one: slots below ``frozen`` belong to some snapshot and are never
+    written again (it only grows: going back in time keeps every slot)."""
 
     def __init__(self) -> None:
         self._file = None
         self.slots = 0
         self.frozen = 0
-
-    def __deepcopy__(self, memo: dict) -> OverlayFile:
-        return self
 
     @property
     def fd(self) -> int:
@@ -78,22 +76,35 @@ class OverlayFile:
             self._file = None
 
 
+@dataclass(frozen=True)
+class OverlayState:
+    """A saved index: chunk number -> slot + 1 per sector. The arrays are shared with the
+    live index, which copies a chunk before writing to it again (it owns none once saved),
+    so they never change."""
+
+    chunks: tuple[tuple[int, array], ...]
+
+
 class Overlay:
     """Which sectors were written, and the slot holding each: the copy-on-write state of a
-    disk. A copy (a snapshot, or a restore from one) shares the index chunks and the file;
-    copying freezes the slots written so far."""
+    disk. Saving it shares the index chunks and freezes the slots written so far."""
+
+    NOT_SAVED = frozenset({"file", "owned"})    # shared by all; follows from the saving
 
     def __init__(self, file: OverlayFile) -> None:
         self.file = file
         self.chunks: dict[int, array] = {}          # chunk number -> slot + 1 per sector
-        self._owned: set[int] = set()               # chunks no copy shares: written in place
+        self._owned: set[int] = set()               # chunks no saved index shares
 
-    def __deepcopy__(self, memo: dict) -> Overlay:
-        copy = Overlay(self.file)
-        copy.chunks = dict(self.chunks)
+    def save(self) -> OverlayState:
         self._owned = set()
         self.file.freeze()
-        return copy
+        return OverlayState(tuple(self.chunks.items()))
+
+    def restore(self, state: OverlayState) -> None:
+        """The saved index again; its slots are all frozen (they were when it was saved)."""
+        self.chunks = dict(state.chunks)
+        self._owned = set()
 
     def __len__(self) -> int:
         """How many sectors were written."""
@@ -160,9 +171,17 @@ def _runs(slots: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
+@dataclass(frozen=True)
+class BlockState:
+    overlay: OverlayState
+
+
 class BlockDevice(SubmitOnly):
     channel = Channel.BLOCK
     ops = BlockOp
+    # the image and the overlay file: fixed while the VM exists (a writable image is written
+    # in place and does not go back in time; it is the user's own file)
+    NOT_SAVED = frozenset({"fd", "path", "writable", "sectors", "store"})
 
     def __init__(self, path: str, writable: bool = False) -> None:
         try:
@@ -179,6 +198,12 @@ class BlockDevice(SubmitOnly):
         self.sectors = size // SECTOR
         self._store = OverlayFile()
         self._overlay = Overlay(self._store)     # copy-on-write sectors (their index)
+
+    def save(self) -> BlockState:
+        return BlockState(self._overlay.save())
+
+    def restore(self, state: BlockState) -> None:
+        self._overlay.restore(state.overlay)
 
     def close(self) -> None:
         os.close(self._fd)

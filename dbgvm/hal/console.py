@@ -3,6 +3,7 @@ pane); input waits here until the guest has posted a buffer for it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .abi import Channel, ConsoleOp, Status
 from .device import Deliver, Reply
@@ -16,10 +17,19 @@ def _preview(data: bytes, limit: int = 60) -> str:
     return repr(text)
 
 
+@dataclass(frozen=True)
+class ConsoleState:
+    input: bytes                      # typed, not yet taken by a guest buffer
+    eof: bool                         # the host's end of input, seen
+    eof_sent: bool                    # ... and handed to the guest
+    guest_reads: bool
+
+
 class ConsoleDevice:
     channel = Channel.CONSOLE
     ops = ConsoleOp
     rx_capacity = 1
+    NOT_SAVED = frozenset({"sink", "claim", "deliver"})     # wiring
 
     def __init__(self, sink: Callable[[bytes], None],
                  claim: Callable[[], bytes] = lambda: b"") -> None:
@@ -34,6 +44,14 @@ class ConsoleDevice:
         # the guest posted a buffer once: it reads its console here (Linux's hal_console
         # with console=hvc0), so a board's UART no longer gets the typed input
         self.guest_reads = False
+
+    def save(self) -> ConsoleState:
+        return ConsoleState(bytes(self._input), self._eof, self._eof_sent, self.guest_reads)
+
+    def restore(self, state: ConsoleState) -> None:
+        self._input = bytearray(state.input)
+        self._eof, self._eof_sent = state.eof, state.eof_sent
+        self.guest_reads = state.guest_reads
 
     def min_length(self, op: int) -> int:
         return 0

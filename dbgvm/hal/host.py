@@ -20,6 +20,24 @@ from .abi import (HEADER_SIZE, IRQ_LINE, MAGIC, MAX_PAYLOAD, MAX_POSTED, STATUS_
 from .device import Device, Reply
 
 
+Counts = tuple[tuple[str, int], ...]      # a Counter as a snapshot keeps it, sorted
+
+
+def _counts(counter: Counter[str]) -> Counts:
+    return tuple(sorted(counter.items()))
+
+
+@dataclass(frozen=True)
+class HalStatsState:
+    """The counters as a snapshot keeps them (the same fields)."""
+
+    calls: Counts
+    packets: Counts
+    refused: Counts
+    received: Counts
+    dropped: Counts
+
+
 @dataclass
 class HalStats:
     calls: Counter[str] = field(default_factory=Counter)        # by function name
@@ -27,6 +45,13 @@ class HalStats:
     refused: Counter[str] = field(default_factory=Counter)      # by status name
     received: Counter[str] = field(default_factory=Counter)     # rx buffers filled, by channel
     dropped: Counter[str] = field(default_factory=Counter)      # device-level drops, by reason
+
+    def save(self) -> HalStatsState:
+        return HalStatsState(**{name: _counts(counter) for name, counter in vars(self).items()})
+
+    @classmethod
+    def restored(cls, state: HalStatsState) -> HalStats:
+        return cls(**{name: Counter(dict(counts)) for name, counts in vars(state).items()})
 
     def describe(self) -> str:
         def line(title: str, counter: Counter[str]) -> str:
@@ -37,7 +62,19 @@ class HalStats:
                           line("dropped", self.dropped)])
 
 
+@dataclass(frozen=True)
+class HalState:
+    """What goes back in time with the machine: the counters (``hal stats``), the buffers the
+    guest posted, by channel, and each channel's last receive sequence number."""
+
+    stats: HalStatsState
+    posted: tuple[tuple[int, tuple[int, ...]], ...]
+    rx_seq: tuple[tuple[int, int], ...]
+
+
 class Hal:
+    NOT_SAVED = frozenset({"machine", "devices", "ops"})  # wiring; each device saves its own
+
     def __init__(self, machine: Machine, devices: list[Device]) -> None:
         self.machine = machine
         self.devices: dict[int, Device] = {int(d.channel): d for d in devices}
@@ -48,6 +85,16 @@ class Hal:
         machine.hypercalls.register(self.handle)
         for device in devices:
             device.attach(self._deliver)
+
+    def save(self) -> HalState:
+        return HalState(self.stats.save(),
+                        tuple((c, tuple(posted)) for c, posted in self._posted.items()),
+                        tuple(self._rx_seq.items()))
+
+    def restore(self, state: HalState) -> None:
+        self.stats = HalStats.restored(state.stats)
+        self._posted = {c: deque(posted) for c, posted in state.posted}
+        self._rx_seq = dict(state.rx_seq)
 
     # -- guest memory, checked ---------------------------------------------------------------
     def _in_ram(self, addr: int, size: int) -> bool:

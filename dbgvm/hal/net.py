@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .abi import Channel, NetOp, Status
 from .device import Deliver, Reply
@@ -27,10 +28,18 @@ def ip_of(index: int) -> bytes:
     return bytes([10, 0, 2, 15 + index])
 
 
+@dataclass(frozen=True)
+class NetState:
+    dropped: tuple[tuple[str, int], ...]     # frames no posted buffer took, by reason
+
+
 class NetDevice:
     channel = Channel.NET
     ops = NetOp
     rx_capacity = MAX_FRAME
+    # its place on the switch and the wiring: fixed when the VM is built (the switch's
+    # counters are every VM's, not one VM's state)
+    NOT_SAVED = frozenset({"index", "mac", "ip", "switch", "post_input", "now_ns", "deliver"})
 
     def __init__(self, index: int, switch: Switch, post_input: Callable[[bytes, int], None],
                  now_ns: Callable[[], int]) -> None:
@@ -44,6 +53,12 @@ class NetDevice:
         self._deliver: Deliver | None = None
         self.dropped = Counter[str]()
         switch.attach(self)
+
+    def save(self) -> NetState:
+        return NetState(tuple(sorted(self.dropped.items())))
+
+    def restore(self, state: NetState) -> None:
+        self.dropped = Counter(dict(state.dropped))
 
     def min_length(self, op: int) -> int:
         return {NetOp.INFO: 16, NetOp.SEND: MIN_FRAME, NetOp.FRAME: 0}[NetOp(op)]
@@ -95,7 +110,7 @@ class Switch:
         self.forward = forward        # off in a replay: the receivers replay recorded frames
         self.forwarded = 0
         self.forged = Counter[int]()          # by sending VM
-        self.unknown_destination = 0
+        self.unknown_destination = 0          # unicast frames no port's MAC matched
 
     def attach(self, port: NetDevice) -> None:
         self.ports.append(port)
