@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from guest_build import build
 
+from dbgvm.core.assembly import build_machine
 from dbgvm.core.debug import WatchKind
 from dbgvm.core.debug_points import PointBook
 from dbgvm.core.faults import StopReason
@@ -14,7 +15,7 @@ from dbgvm.core.stops import BreakpointHit, WatchHit
 
 
 def machine(name: str) -> tuple[Machine, dict[str, int]]:
-    m = Machine()
+    m = build_machine()
     image = load(build(name), m.ram_size)
     m.load(image)
     return m, image.symbols
