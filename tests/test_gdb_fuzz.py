@@ -26,7 +26,7 @@ from stub_harness import Stub, machine_for
 from dbgvm.core.descriptors import MONITOR_HOLE
 from dbgvm.gdbstub import rsp
 from dbgvm.gdbstub.session import Session
-from dbgvm.repl import syntax as S
+from dbgvm.repl import commands as S
 from dbgvm.repl.errors import CommandError
 from dbgvm.repl.parser import parse
 

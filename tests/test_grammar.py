@@ -6,7 +6,7 @@ import pytest
 
 from dbgvm.core.debug import WatchKind
 from dbgvm.core.events import EventKind
-from dbgvm.repl import syntax as S
+from dbgvm.repl import commands as S
 from dbgvm.repl.errors import CommandError, Problem
 from dbgvm.repl.expr import Binary, Negate, Number, Op, Register, Scope, Symbol, evaluate
 from dbgvm.repl.parser import parse

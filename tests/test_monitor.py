@@ -472,7 +472,7 @@ def test_stop_from_another_thread_while_the_guest_runs():
 
 
 def test_help_covers_every_command():
-    from dbgvm.repl import syntax as S
+    from dbgvm.repl import commands as S
     _, mon, _ = setup()
     text = mon.run("help")
     for cls in S.COMMANDS:
@@ -849,7 +849,7 @@ def test_the_old_gdb_monitor_commands_still_work():
 
 
 def test_help_fits_80_columns_broken_between_words():
-    from dbgvm.repl import syntax as S
+    from dbgvm.repl import commands as S
     _, mon, _ = setup()
     texts = [mon.run("help")] + [mon.run(f"help {cls.names[0]}") for cls in S.COMMANDS]
     for text in texts:

@@ -34,7 +34,7 @@ def test_bundled_guest_system_calls_are_events(tmp_path):
 
 def test_catch_syscall_parses_a_number_or_a_name():
     from dbgvm.repl.parser import parse
-    from dbgvm.repl.syntax import Catch, CatchKind
+    from dbgvm.repl.commands import Catch, CatchKind
     assert parse("catch syscall 11") == Catch(CatchKind.SYSCALL, vector=11)
     assert parse("catch syscall execve") == Catch(CatchKind.SYSCALL, name="execve")
     assert parse("catch syscall") == Catch(CatchKind.SYSCALL)
@@ -43,7 +43,7 @@ def test_catch_syscall_parses_a_number_or_a_name():
 def test_catch_syscall_matches_by_number_or_name():
     from dbgvm.core.events import Event, EventKind
     from dbgvm.repl.points import CatchSpec
-    from dbgvm.repl.syntax import CatchKind
+    from dbgvm.repl.points import CatchKind
     execve = Event(1, EventKind.SYSCALL, 0, {"op": "entry", "nr": 11, "name": "execve"})
     write = Event(2, EventKind.SYSCALL, 0, {"op": "exit", "nr": 4, "name": "write",
                                             "result": 3})

@@ -32,6 +32,7 @@ directory entry maps the monitor hole, supervisor-only, in every root.
 """
 from __future__ import annotations
 
+import enum
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -47,6 +48,18 @@ ALIAS_LINEAR = 0xFFFFF000   # the hole's last page, borrowed by ShadowMmu.alias
 MAX_SPACES = 8
 WRITE_FLOOD = 3          # stores to a page table with no use of it between: give the page up
 IDENTITY = -1            # the address-space key while guest paging is off
+
+
+class PtOp(str, enum.Enum):
+    """The ``op`` of the ``pt`` events this MMU publishes (docs/events.md), for the front
+    ends that name them (the monitor's ``catch pt OP``)."""
+
+    FILL = "fill"
+    DIRTY = "dirty"
+    FLUSH = "flush"
+    ZAP = "zap"
+    INVLPG = "invlpg"
+    REFLECT = "reflect"
 
 
 class ShadowFull(Exception):
@@ -83,6 +96,17 @@ class ShadowStats:
     switches: int = 0
     reused: int = 0
     zaps: int = 0
+
+
+@dataclass(frozen=True)
+class ShadowLookup:
+    """Where one view's shadow maps a virtual address: its page-directory entry (address in
+    the hole, value) and, when a shadow page table hangs off it, its page-table entry."""
+
+    pde_addr: int
+    pde: int
+    pte_addr: int | None
+    pte: int | None
 
 
 @dataclass
@@ -560,3 +584,14 @@ class ShadowMmu:
         """The shadow PTE mapping ``vaddr`` in a view (None if there is no shadow table)."""
         table = self.root(ring3).tables.get(vaddr >> 22)
         return None if table is None else self._get(table + 4 * ((vaddr >> 12) & 0x3FF))
+
+    def shadow_lookup(self, vaddr: int, ring3: bool) -> ShadowLookup:
+        """The shadow entries for ``vaddr`` in a view, for showing them (``pt walk``)."""
+        root = self.root(ring3)
+        index = vaddr >> 22
+        pde_addr = root.pd_addr + 4 * index
+        table = root.tables.get(index)
+        if table is None:
+            return ShadowLookup(pde_addr, self._get(pde_addr), None, None)
+        pte_addr = table + 4 * ((vaddr >> 12) & 0x3FF)
+        return ShadowLookup(pde_addr, self._get(pde_addr), pte_addr, self._get(pte_addr))

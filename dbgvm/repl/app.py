@@ -26,8 +26,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from . import syntax as S
-from .commands import Monitor
+from .commands import Command, Monitor
 from .completion import STYLE, MonitorCompleter, MonitorLexer
 from .errors import CommandError, Problem, fail
 from .parser import parse
@@ -137,7 +136,7 @@ class Repl:
             self.write(exc.render(line, prefix=where))
             return False
 
-    def _start(self, command: S.Command, line: str, where: str) -> None:
+    def _start(self, command: Command, line: str, where: str) -> None:
         self._failed = False
 
         def work() -> None:

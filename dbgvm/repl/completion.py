@@ -1,9 +1,10 @@
 """What the prompt knows about the language: Tab completion and highlighting.
 
 Completion offers what the grammar accepts at the cursor: command words first, then the
-arguments of the command (event kinds, catch kinds, pt ops, on/off, ...), $registers after a
-``$``, and the kernel's symbols wherever an expression may go. Highlighting marks the command
-word (red when unknown), numbers, registers and known symbols.
+arguments of the command (each command module's completer: event kinds, catch kinds, pt ops,
+on/off, ...), $registers after a ``$``, and the kernel's symbols wherever an expression may
+go. Highlighting marks the command word (red when unknown), numbers, registers and known
+symbols.
 """
 from __future__ import annotations
 
@@ -16,28 +17,12 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.lexers import Lexer
 from prompt_toolkit.styles import Style
 
-from ..core.events import EventKind
-from .parser import HAL_CHANNELS, PT_OPS, REGISTER_NAMES
-from .syntax import COMMAND_WORDS, CatchKind
+from .arguments import REGISTER_NAMES
+from .commands.base import CompletionRequest
+from .commands.registry import REGISTRY
 
 if TYPE_CHECKING:
     from .commands import Monitor
-
-KINDS = tuple(k.value for k in EventKind)
-# command -> the words its argument positions offer (None: an expression)
-ARGUMENTS: dict[str, list[tuple[str, ...] | None]] = {
-    "catch": [tuple(k.value for k in CatchKind)],
-    "trace": [("on", "off"), KINDS + ("all",)],
-    "events": [KINDS + ("last",)],
-    "help": [tuple(sorted(COMMAND_WORDS))],
-    "info": [("breakpoints", "registers", "tlb", "mem", "pic")],
-    "pt": [("walk", "stats", "map", "pages"), None],
-    "hal": [("stats",)],
-    "watch": [("read", "write", "access")],
-    "step-irqs": [("on", "off")],
-    "set": [tuple(sorted(REGISTER_NAMES))],
-}
-CATCH_ARGUMENTS = {"pt": PT_OPS, "hal": HAL_CHANNELS}
 
 STYLE = Style.from_dict({
     "command": "bold ansicyan",
@@ -55,22 +40,14 @@ class MonitorCompleter(Completer):
 
     def _candidates(self, words: list[str], current: str) -> Iterable[str]:
         if not words:
-            return sorted(COMMAND_WORDS)
+            return sorted(REGISTRY.command_words)
         if current.startswith("$"):
             return ["$" + name for name in sorted(REGISTER_NAMES)]
-        command = words[0]
-        position = len(words) - 1
-        if command == "catch" and position == 1 and words[1] in CATCH_ARGUMENTS:
-            return CATCH_ARGUMENTS[words[1]]
-        if command in ("trace", "events") and words[-1].endswith(","):
-            return KINDS
-        offered = ARGUMENTS.get(command, [])
-        if position < len(offered) and offered[position] is not None:
-            choices = offered[position]
-            if command == "watch":      # the kind is optional: symbols too
-                return list(choices) + sorted(self._monitor.vm.symbols.by_name)
-            return choices
-        return sorted(self._monitor.vm.symbols.by_name)
+        symbols = sorted(self._monitor.vm.symbols.by_name)
+        completer = REGISTRY.completer(words[0])
+        if completer is None:
+            return symbols
+        return completer(CompletionRequest(words, symbols, REGISTRY.command_names))
 
     def get_completions(self, document: Document, complete_event: CompleteEvent
                         ) -> Iterable[Completion]:
@@ -107,7 +84,7 @@ class MonitorLexer(Lexer):
                 kind, text = match.lastgroup, match.group(0)
                 style = ""
                 if kind == "word" and first:
-                    style = "class:command" if text in COMMAND_WORDS else "class:error"
+                    style = "class:command" if text in REGISTRY.command_words else "class:error"
                 elif kind == "number":
                     style = "class:number"
                 elif kind == "register":

@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.events import EventKind
+from ..core.shadow_mmu import PtOp
+from ..hal.abi import Channel
 
 KIND_NAMES = ", ".join(k.value for k in EventKind)
+PT_OP_NAMES = ", ".join(op.value for op in PtOp)
+HAL_CHANNEL_NAMES = ", ".join(channel.name.lower() for channel in Channel)
 
 
 class Problem(enum.Enum):
@@ -29,8 +33,8 @@ class Problem(enum.Enum):
     CATCH_KIND = "cannot catch {name!r} (vif, trap, irq, pt, desc, hal)"
     CATCH_ARGUMENT = "catch {kind} takes no argument"
     CATCH_VECTOR = "catch {kind} wants a vector number 0..255, not {text!r}"
-    PT_OP = "unknown pt op {name!r} (fill, dirty, flush, zap, invlpg, reflect)"
-    HAL_CHANNEL = "unknown HAL channel {name!r} (system, console, block, net)"
+    PT_OP = "unknown pt op {name!r} (" + PT_OP_NAMES + ")"
+    HAL_CHANNEL = "unknown HAL channel {name!r} (" + HAL_CHANNEL_NAMES + ")"
     BAD_FORMAT = "bad format letter {letter!r} (formats x d u c s, sizes b h w)"
     COUNT_TWICE = "the count is given twice (in the format and after the address)"
     BAD_STRING = "bad string: {detail}"

@@ -5,6 +5,7 @@ never touch guest state.
 """
 from __future__ import annotations
 
+import enum
 import re
 import struct
 from collections.abc import Callable
@@ -13,7 +14,25 @@ from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_32, Cs
 from capstone.x86 import X86_OP_IMM
 
 from .symbols import SymbolTable
-from .syntax import Radix, Unit
+
+
+class Unit(enum.IntEnum):
+    """The size of one unit of a dump (gdb's b, h, w)."""
+
+    BYTE = 1
+    HALF = 2
+    WORD = 4
+
+
+class Radix(str, enum.Enum):
+    """How a dump shows its units (gdb's x, d, u, c, s)."""
+
+    HEX = "x"
+    SIGNED = "d"
+    UNSIGNED = "u"
+    CHAR = "c"
+    STRING = "s"
+
 
 PER_LINE = {Unit.BYTE: 16, Unit.HALF: 8, Unit.WORD: 4}
 _FORMATS = {Unit.BYTE: "B", Unit.HALF: "H", Unit.WORD: "I"}

@@ -1,12 +1,12 @@
 """``pt walk`` and ``pt stats``: the guest's own page-table walk beside the monitor's shadow.
 
 The walk is the reference one (guest_paging.walk) over guest RAM, as a supervisor read, so it
-changes no accessed/dirty bit. The shadow side reads the monitor's tables in the hole: what
-the real CPU uses for the same address in the kernel (virtual ring 0) and user views.
+changes no accessed/dirty bit. The shadow side is what the MMU reports of its tables
+(ShadowMmu.shadow_lookup): what the real CPU uses for the same address in the kernel
+(virtual ring 0) and user views.
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
@@ -32,10 +32,6 @@ def _entry(addr: int | None, value: int | None, directory: bool = False) -> str:
     if addr is None or value is None:
         return "-"
     return f"[{addr:#010x}] {value:#010x} {flags(value, directory)}"
-
-
-def _hole_u32(m: "Machine", addr: int) -> int:
-    return struct.unpack_from("<I", m.hole, addr - MONITOR_HOLE)[0]
 
 
 def walk_report(m: "Machine", vaddr: int) -> str:
@@ -72,22 +68,20 @@ def walk_report(m: "Machine", vaddr: int) -> str:
             rows["pte"].append("(4 MiB page)" if t.large else _entry(t.pte_addr, t.pte))
             frame = t.paddr & (LARGE_FRAME if t.large else FRAME)
             rows["page"].append(f"{frame:#010x} -> {t.paddr:#010x}")
-    # the shadow, both views
+    # the shadow, both views (as the MMU reports its entries)
     for ring3 in (False, True):
-        root = m.mmu.root(ring3)
-        index = vaddr >> 22
-        pde_addr = root.pd_addr + 4 * index
-        pde = _hole_u32(m, pde_addr)
-        rows["pde"].append(_entry(pde_addr, pde) if pde else f"[{pde_addr:#010x}] empty")
-        table = root.tables.get(index)
-        if table is None or not pde & 1:
+        shadow = m.mmu.shadow_lookup(vaddr, ring3)
+        pde = shadow.pde
+        rows["pde"].append(_entry(shadow.pde_addr, pde) if pde
+                           else f"[{shadow.pde_addr:#010x}] empty")
+        if shadow.pte_addr is None or shadow.pte is None or not pde & 1:
             rows["pte"].append("-")
             rows["page"].append("not filled")
             continue
-        pte_addr = table + 4 * ((vaddr >> 12) & 0x3FF)
-        pte = m.mmu.shadow_entry(vaddr, ring3)
-        rows["pte"].append(_entry(pte_addr, pte) if pte else f"[{pte_addr:#010x}] empty")
-        rows["page"].append(f"{pte & FRAME:#010x}" if pte and pte & 1 else "not filled")
+        pte = shadow.pte
+        rows["pte"].append(_entry(shadow.pte_addr, pte) if pte
+                           else f"[{shadow.pte_addr:#010x}] empty")
+        rows["page"].append(f"{pte & FRAME:#010x}" if pte & 1 else "not filled")
     titles = ["guest", "shadow, kernel view", "shadow, user view"]
     lines = [head, "      " + "".join(t.ljust(WIDTH + 2) for t in titles).rstrip()]
     for name, cells in rows.items():

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 
 from ..core.debug import Handle, WatchKind
 from ..core.events import Event, EventKind
-from .syntax import CatchKind
+
+
+class CatchKind(str, enum.Enum):
+    """The event kinds an event breakpoint can stop on (``catch``): every kind but port I/O
+    (too many to stop on) and the end of a run."""
+
+    VIF = EventKind.VIF.value
+    TRAP = EventKind.TRAP.value
+    IRQ = EventKind.IRQ.value
+    PT = EventKind.PT.value
+    DESC = EventKind.DESC.value
+    HAL = EventKind.HAL.value
+    SYSCALL = EventKind.SYSCALL.value
 
 
 class PointKind(str, enum.Enum):
