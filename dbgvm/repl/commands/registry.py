@@ -52,7 +52,8 @@ class Registry:
             raise ValueError("a command word completed by two modules")
 
     @cached_property
-    def handlers(self) -> Mapping[type[Command], Handler]:
+    def handlers(self) -> dict[type[Command], Handler]:
+        """Command class -> its handler (what Monitor.execute calls)."""
         table: dict[type[Command], Handler] = {}
         for module in self.modules:
             table.update(module.handlers)
