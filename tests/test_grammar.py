@@ -195,6 +195,8 @@ def test_messages_name_what_was_expected():
     assert message("break") == "the command ends too soon; expected an expression"
     assert message("pt") == "the command ends too soon; expected 'map', 'pages', 'stats' or 'walk'"
     assert message("set eax 1") == "unexpected '1'; expected '='"
+    # every kind docs/events.md says an event breakpoint can stop on (port I/O cannot)
+    assert message("catch io") == "cannot catch 'io' (vif, trap, irq, pt, desc, hal, syscall)"
     assert message("b 1 @") == "unexpected character '@'"
     assert message("goto") == "the command ends too soon; expected an expression"
     assert message("rcontinue 1") == "unexpected '1'; expected the end"

@@ -30,7 +30,7 @@ class Problem(enum.Enum):
     BAD_CHARACTER = "unexpected character {found!r}"
     UNKNOWN_REGISTER = "no register named {name!r}"
     UNKNOWN_KIND = "unknown event kind {name!r} (known: " + KIND_NAMES + ", all)"
-    CATCH_KIND = "cannot catch {name!r} (vif, trap, irq, pt, desc, hal)"
+    CATCH_KIND = "cannot catch {name!r} ({kinds})"
     CATCH_ARGUMENT = "catch {kind} takes no argument"
     CATCH_VECTOR = "catch {kind} wants a vector number 0..255, not {text!r}"
     PT_OP = "unknown pt op {name!r} (" + PT_OP_NAMES + ")"

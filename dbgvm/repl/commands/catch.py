@@ -69,7 +69,8 @@ def _build_catch(children: list[Token]) -> Catch:
     try:
         kind = CatchKind(str(word))
     except ValueError:
-        raise fail(Problem.CATCH_KIND, word.start_pos, name=str(word)) from None
+        raise fail(Problem.CATCH_KIND, word.start_pos, name=str(word),
+                   kinds=", ".join(k.value for k in CatchKind)) from None
     if len(children) == 1:
         return Catch(kind)
     arg = children[1]
