@@ -20,6 +20,7 @@ from .events import EventKind
 from .faults import GuestFault, GuestStop, Vector
 from .instruction_hooks import InstructionHooks
 from .paging import Paging
+from .privileged import Emulation
 from .stops import StopReason
 
 if TYPE_CHECKING:
@@ -82,14 +83,14 @@ class TrapDispatch:
                     decoded.mnemonic in ("cli", "sti") and vcpu.cpl <= vcpu.iopl)):
                 insn = decoded.insn
                 try:
-                    jumped = handler(m, insn)
+                    emulation = handler(m, insn)
                 except GuestFault as fault:
                     m.emit_trap(vector, eip, insn, "reflect")
                     m.reflect(fault, eip)
                     return
-                if jumped is not None:
+                if emulation is not Emulation.NOT_SENSITIVE:
                     m.emit_trap(vector, eip, insn, "emulate")
-                    if not jumped:
+                    if emulation is Emulation.NEXT:
                         m.regs.write(UC_X86_REG_EIP, eip + decoded.size)
                     return
             if vector == Vector.GP and error_code & 0xFFFC and \
