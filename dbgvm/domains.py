@@ -41,7 +41,7 @@ NET_INPUT = "net"
 # stops after which a VM other than VM 0 is retired and the others go on
 _FINAL = frozenset({StopReason.POWEROFF, StopReason.DEBUG_EXIT, StopReason.HALTED,
                     StopReason.TRIPLE_FAULT, StopReason.UNSUPPORTED, StopReason.BAD_MEMORY,
-                    StopReason.MONITOR_ERROR})
+                    StopReason.VMM_ERROR})
 
 
 class InputSource(Protocol):

@@ -1,7 +1,7 @@
 """The Machine: guest RAM, the deprivileged CPU and the run loop.
 
 Guest code, kernel and user alike, runs at real CPL 3 inside Unicorn. Whatever it may not do
-there traps into this monitor, which emulates it against the virtual CPU (vcpu.py) and reports
+there traps into this VMM, which emulates it against the virtual CPU (vcpu.py) and reports
 each step as an event. Front ends (CLI, gdb stub, monitor prompt, tests) use only the public
 methods of this class.
 """
@@ -81,7 +81,7 @@ class Machine:
         self.hypercalls = hypercalls
         self.console_output = bytearray()    # the debug console's, when nobody else takes it
 
-        # The monitor's parts, each given this machine as its MonitorContext (cpu_context.py).
+        # The VMM's parts, each given this machine as its VmmContext (cpu_context.py).
         # Their methods that belong to the Machine's API, or that the emulation code calls
         # through a CpuContext, are bound here once: no extra call on the trap path.
         self.memory = memory = GuestMemory(uc, self.ram_size, self, self._emit_pt)
@@ -112,7 +112,7 @@ class Machine:
         self.syscall_entered = partial(syscall_entered, self, self.syscalls)
         self.returned_to_user = partial(returned_to_user, self, self.syscalls)
         self.traps = traps = TrapDispatch(self, decoder, paging, insn_hooks)
-        self.guest_stop, self.monitor_error = traps.guest_stop, traps.monitor_error
+        self.guest_stop, self.vmm_error = traps.guest_stop, traps.vmm_error
         self.scheduler = scheduler = Scheduler(self)
         self.between_quanta = scheduler.boundary
         self.wakeup_time = scheduler.wakeup_time
@@ -210,7 +210,7 @@ class Machine:
         """Keep the real EFLAGS.IF equal to the virtual IF, so that PUSHF (which does not
         trap at CPL 3) shows the guest its own interrupt flag. Safe: Unicorn never takes a
         hardware interrupt, and POPF at CPL 3 with IOPL 0 leaves the real IF alone. Called
-        wherever the monitor writes EFLAGS."""
+        wherever the VMM writes EFLAGS."""
         flags = self.regs.read(UC_X86_REG_EFLAGS)
         wanted = flags | EFLAGS_IF if self.vcpu.vif else flags & ~EFLAGS_IF
         if wanted != flags:
@@ -425,7 +425,7 @@ class Machine:
         except UcError as exc:
             if self.pending_stop is None:
                 eip = self.regs.read(UC_X86_REG_EIP)
-                self.end_run(StopReason.MONITOR_ERROR, f"Unicorn error {exc} at eip "
+                self.end_run(StopReason.VMM_ERROR, f"Unicorn error {exc} at eip "
                              f"{eip:#010x}: {self.describe_insn(eip)}", 1, eip)
         finally:
             self._in_quantum = False

@@ -1,6 +1,6 @@
 """Emulation of the sensitive instructions a deprivileged guest kernel executes.
 
-At real CPL 3 these raise #GP (or #NP for a return to ring-3 code); the monitor decodes the
+At real CPL 3 these raise #GP (or #NP for a return to ring-3 code); the VMM decodes the
 instruction with capstone and runs the handler for its mnemonic against the *virtual* CPU. One
 table maps mnemonics to handlers; each handler either completes the instruction (the dispatcher
 then moves EIP past it unless the handler transferred control) or raises GuestFault/GuestStop.
@@ -305,7 +305,7 @@ def _wrmsr(m: "CpuContext", insn: CsInsn) -> Emulation:
 def sysenter(m: "CpuContext") -> None:
     """SYSENTER (SDM vol. 2B): to virtual ring 0 at SYSENTER_CS:SYSENTER_EIP, stack
     SYSENTER_CS+8:SYSENTER_ESP, IF cleared. Unicorn 2.1.4 does nothing for it but move EIP
-    past it, so the monitor does it all (the vDSO's __kernel_vsyscall uses it)."""
+    past it, so the VMM does it all (the vDSO's __kernel_vsyscall uses it)."""
     cs = m.vcpu.msrs.get(MSR_SYSENTER_CS, 0) & 0xFFFC
     if cs == 0:
         raise GuestFault(Vector.GP, 0)

@@ -1,6 +1,6 @@
 """Snapshots of a whole machine, kept in memory, for going back in time.
 
-A snapshot is the CPU (Unicorn's context), guest RAM and the monitor's hole (shadow page tables,
+A snapshot is the CPU (Unicorn's context), guest RAM and the VMM's hole (shadow page tables,
 installed descriptors), and the saved state of every ``Persistent`` part: each core component
 (the virtual CPU, scheduler, clock, PIC, PIT, shadow MMU bookkeeping, descriptor tables and
 their watch, input queue, system-call tracker) and each device outside the core (the board's,
