@@ -192,7 +192,7 @@ def bench_breakpoints(repeat: int) -> None:
         machine.run()
         elapsed = time.perf_counter() - start
         if with_bps:
-            armed = len(machine.armed_breakpoints)
+            armed = len(machine.debug.armed)
         best[with_bps] = min(best.get(with_bps, elapsed), elapsed)
     print(f"breakpoints     guest speed with 100 breakpoints set ({armed} armed), not hit, vs "
           f"none: ratio {best[False] / best[True]:.3f} (target >= 0.95)")

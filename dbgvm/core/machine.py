@@ -7,8 +7,7 @@ methods of this class.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import fields, replace
 from functools import partial
 
@@ -42,7 +41,7 @@ from .ring3 import TABLES, enter_ring3
 from .scheduler import Scheduler
 from .segments import SegmentTables
 from .stops import Stop, StopCause, StopReason
-from .snapshot import Persistent, Snapshot, SnapshotStore
+from .snapshot import Snapshot, SnapshotParts, SnapshotStore
 from .syscalls import SyscallTracker, returned_to_user, syscall_entered
 from .traps import TrapDispatch
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
@@ -139,9 +138,8 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
                     UC_HOOK_MEM_FETCH_UNMAPPED, traps.on_unmapped)
         enter_ring3(uc, self.regs, self.tables, paging.paging_changed)
-        self._device_states: dict[str, Persistent] = {}     # devices outside the core
-        self._snapshots: SnapshotStore | None = None
-        self._debugger_suspended = False
+        self._snapshot_parts = SnapshotParts(self, uc, self.ram, self.hole, self._after_restore)
+        self.register_state = self._snapshot_parts.register
         # (eip, icount) where the current run began: a stop-before hook skips that point,
         # as resuming from a breakpoint runs its instruction
         self.run_start = (-1, -1)
@@ -316,11 +314,6 @@ class Machine:
     def breakpoints(self) -> frozenset[int]:
         return self.debug.breakpoint_set
 
-    @property
-    def armed_breakpoints(self) -> frozenset[int]:
-        """The breakpoints Unicorn holds as exits now (those whose page is mapped)."""
-        return self.debug.armed
-
     def breakpoint_hit(self, address: int) -> None:
         """A breakpoint's code hook (debug.py) fired: stop before the instruction."""
         if self.pending_stop is not None:
@@ -357,50 +350,14 @@ class Machine:
                            cause: StopCause | None = None) -> None:
         """From a memory hook or an event: end the run once the instruction in progress
         completes; ``cause`` says which point (stops.py)."""
-        if not self._debugger_suspended:
+        if not self.debug.is_set_aside:
             self.end_run(reason, message, 0, cause=cause)
-
-    @property
-    def debugger_is_suspended(self) -> bool:
-        """Reverse execution is re-running history: nothing the debugger set may stop it."""
-        return self._debugger_suspended
-
-    @contextmanager
-    def debugger_suspended(self) -> Iterator[None]:
-        """Run without stopping at breakpoints, watchpoints or event breakpoints (they stay
-        set): how reverse execution re-runs what the debugger already went through."""
-        self._debugger_suspended = True
-        try:
-            with self.debug.set_aside():
-                yield
-        finally:
-            self._debugger_suspended = False
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_store(self) -> SnapshotStore:
-        """The machine's snapshots (created on first use: it keeps a copy of guest RAM)."""
-        if self._snapshots is None:
-            parts: dict[str, Persistent] = {
-                "vcpu": self.vcpu, "scheduler": self.scheduler, "clock": self.clock,
-                "inputs": self.inputs, "pic": self.pic, "pit": self.pit, "mmu": self.mmu,
-                "tables": self.tables, "descriptor_watch": self.descriptor_watch,
-                "syscalls": self.syscalls}
-            clash = parts.keys() & self._device_states.keys()
-            if clash:
-                raise ValueError(f"a device is named as a core component: {min(clash)}")
-            parts.update(self._device_states)
-            self._snapshots = SnapshotStore(self.uc, self.ram, self.hole, parts,
-                                            self._after_restore)
-        return self._snapshots
-
-    def register_state(self, name: str, device: Persistent) -> None:
-        """A device outside the core (the board's, the HAL's) whose state goes back in time
-        with the machine: its saved state is part of every snapshot, under ``name``."""
-        if self._snapshots is not None:
-            raise RuntimeError(f"{name}: devices are registered before the first snapshot")
-        if name in self._device_states:
-            raise ValueError(f"a device named {name} is already registered")
-        self._device_states[name] = device
+        """The machine's snapshots (created on first use: it keeps a copy of guest RAM; the
+        devices' states are registered before, with ``register_state``)."""
+        return self._snapshot_parts.store()
 
     def _after_restore(self, snapshot: Snapshot) -> None:
         self.icount = snapshot.icount
