@@ -20,7 +20,7 @@ from .events import EventKind
 from .faults import GuestFault, GuestStop, Vector
 from .instruction_hooks import InstructionHooks
 from .paging import Paging
-from .privileged import Emulation
+from .privileged import NEXT, NOT_SENSITIVE
 from .stops import StopReason
 
 if TYPE_CHECKING:
@@ -88,9 +88,9 @@ class TrapDispatch:
                     m.emit_trap(vector, eip, insn, "reflect")
                     m.reflect(fault, eip)
                     return
-                if emulation is not Emulation.NOT_SENSITIVE:
+                if emulation is not NOT_SENSITIVE:
                     m.emit_trap(vector, eip, insn, "emulate")
-                    if emulation is Emulation.NEXT:
+                    if emulation is NEXT:
                         m.regs.write(UC_X86_REG_EIP, eip + decoded.size)
                     return
             if vector == Vector.GP and error_code & 0xFFFC and \
