@@ -1,6 +1,7 @@
 """Several VMs ("domains", as early Xen called them) side by side in one process.
 
-Each domain is a Machine with its HAL devices; their network interfaces hang off one switch.
+Each domain is a Machine (core/assembly.py's build_machine) with its board's PC devices
+(board/board.py's attach) and its HAL devices (hal/assembly.py's attach_hal); their network interfaces hang off one switch.
 They run in lockstep slices of virtual time, one after another on the one Unicorn thread, so a
 frame one VM sends reaches the other within a slice and every run is deterministic given its
 outside inputs. Idle stretches (every VM in HLT) are skipped, or waited out in real time when
@@ -22,14 +23,13 @@ from .core.faults import StopReason
 from .core.loader import BootImage
 from .core.machine import Machine, Stop
 from .hal.abi import Channel
+from .hal.assembly import NET_INPUT, HalDisk, NetPort, attach_hal
 from .hal.block import BlockDevice
 from .hal.console import ConsoleDevice
-from .hal.device import Device
 from .hal.host import Hal
 from .hal.net import NetDevice, Switch
 from .hal.pcap import PcapWriter
 from .linux.panic import PanicPoints, PanicWatch
-from .hal.system import SystemDevice
 
 SLICE_SINGLE = 1_000_000        # instruction periods (10 ms virtual) with one VM
 SLICE_SHARED = 100_000          # 1 ms virtual when VMs exchange frames
@@ -37,11 +37,10 @@ SLICE_SHARED = 100_000          # 1 ms virtual when VMs exchange frames
 # attaching or sending Ctrl-C, a stop request): the wait is never longer than this then
 INTERRUPT_POLL_SECONDS = 0.05
 CONSOLE_INPUT = "console"
-NET_INPUT = "net"
 # stops after which a VM other than VM 0 is retired and the others go on
 _FINAL = frozenset({StopReason.POWEROFF, StopReason.DEBUG_EXIT, StopReason.HALTED,
                     StopReason.TRIPLE_FAULT, StopReason.UNSUPPORTED, StopReason.BAD_MEMORY,
-                    StopReason.MONITOR_ERROR})
+                    StopReason.VMM_ERROR})
 
 
 class InputSource(Protocol):
@@ -126,41 +125,27 @@ class Domains:
         machine.syscalls.names = config.syscall_names
         if config.panic_points is not None:
             PanicWatch(machine, config.panic_points)
-        console = ConsoleDevice(lambda data, i=index: console_sink(i, data),
-                                lambda: self._unread_uart_input(index))
-        devices: list[Device] = [SystemDevice(machine.power_off), console]
-        block = BlockDevice(config.disk, config.disk_writable) if config.disk else None
-        if block is not None:
-            devices.append(block)
-        net = None
-        if config.network:
-            net = NetDevice(index, self.switch,
-                            lambda frame, sent_ns, i=index, m=machine: self._arrive(
-                                i, m, frame, sent_ns),
-                            lambda m=machine: m.clock.now() * NS_PER_INSN)
-            devices.append(net)
-            machine.inputs.register(NET_INPUT, net.receive)
         board = None
         if config.board is not None:
             board = attach(machine, config.board, console=lambda data, i=index: console_sink(
                 i, data), start_time=config.rtc_start)
             for paddr, table in board.acpi_tables:
                 machine.write_physical(paddr, table)
+        attached = attach_hal(
+            machine, console=lambda data, i=index: console_sink(i, data),
+            claim_console_input=lambda: self._unread_uart_input(index),
+            disk=HalDisk(config.disk, config.disk_writable) if config.disk else None,
+            net=NetPort(index, self.switch, lambda frame, sent_ns, m=machine: self._arrive(
+                index, m, frame, sent_ns)) if config.network else None)
+        console = attached.console
         # console input goes to the HAL console the bundled guest reads, or, on a board, to
         # the UART (what Linux reads with console=ttyS0) until the guest reads the HAL
         # console (Linux's hal_console, console=hvc0)
         uart = board.uart if board is not None else None
         machine.inputs.register(CONSOLE_INPUT, console.feed if uart is None else (
             lambda data, u=uart, c=console: (c.feed if c.guest_reads else u.feed)(data)))
-        hal = Hal(machine, devices)
-        # device state goes back in time with the machine (reverse execution)
-        machine.register_state("hal", hal)
-        machine.register_state("console", console)
-        if net is not None:
-            machine.register_state("net", net)
-        if block is not None:
-            machine.register_state("block", block)
-        return Domain(index, machine, hal, console, net, block, board)
+        return Domain(index, machine, attached.hal, console, attached.net, attached.block,
+                      board)
 
     def _unread_uart_input(self, index: int) -> bytes:
         """Input waiting in VM ``index``'s UART for a driver that never opened it."""

@@ -31,7 +31,7 @@
                cryptomgr.notests' -m 128 to the busybox prompt, with the vmlinux dbgvm
                unpacks and with --boot-decompressor: wall seconds against QEMU (TCG) booting
                the same kernel and initrd to the same prompt (target ratio <= 4), guest
-               instructions and MIPS, then a second, instrumented boot: the monitor's handlers
+               instructions and MIPS, then a second, instrumented boot: the VMM's handlers
                timed per kind of trap (emulated instruction, port I/O, reflected fault, shadow
                fill; targets: an emulated trap <= 5 us, a shadow fill <= 8 us), shadow fills,
                zaps, CR3 switches and interrupts delivered
@@ -192,7 +192,7 @@ def bench_breakpoints(repeat: int) -> None:
         machine.run()
         elapsed = time.perf_counter() - start
         if with_bps:
-            armed = len(machine.armed_breakpoints)
+            armed = len(machine.debug.armed)
         best[with_bps] = min(best.get(with_bps, elapsed), elapsed)
     print(f"breakpoints     guest speed with 100 breakpoints set ({armed} armed), not hit, vs "
           f"none: ratio {best[False] / best[True]:.3f} (target >= 0.95)")
@@ -438,7 +438,7 @@ class LinuxBoot:
 
 
 class TrapProfile:
-    """Times the monitor's handlers with perf_counter_ns and classifies each call by the
+    """Times the VMM's handlers with perf_counter_ns and classifies each call by the
     events it emitted (the last `trap` event's instruction and action; for a #PF without one,
     the `pt` events). Wraps Machine's methods on the class, so the hooks that a Machine
     created inside ``patched()`` registers call the timed versions; dbgvm's code is unchanged."""
@@ -745,7 +745,7 @@ def bench_linux(repeat: int, dbgvm_repeat: int) -> None:
     for name, plain in results:
         profile = TrapProfile()
         timed = dbgvm_linux_boot(files, name == "--boot-decompressor", profile)
-        print(f"  {name}: the monitor's handlers, timed (a second, instrumented boot)")
+        print(f"  {name}: the VMM's handlers, timed (a second, instrumented boot)")
         _linux_table(plain, timed, profile)
 
 
@@ -899,7 +899,7 @@ class LinuxConsole:
 
     def timed(self, line: str) -> tuple[float, float, str]:
         """Wall seconds, guest seconds (/proc/uptime read by the guest around it) and the
-        output of ``line``. The guest's clock, not the monitor's: after the prompt the guest
+        output of ``line``. The guest's clock, not the VMM's: after the prompt the guest
         idles, and an idle guest's virtual time jumps to its next timer."""
         start = len(self.output)
         begin = time.perf_counter()

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Re-record the gdb session transcripts in tests/transcripts (run this on purpose, after a
-change that alters what the stub answers; tests/test_gdb_packets.py replays them).
+"""Re-record the gdb sessions in tests/transcripts (run this on purpose, after a change that
+alters what gdb asks; tests/test_gdb_sessions.py replays them and checks each reply by its
+meaning).
 
 Each scenario is a gdb command script run with the real gdb against `dbgvm run -S --gdb`
-with --gdb-transcript; the file name starts with the guest's name.
+with --gdb-transcript; the file name starts with the guest's name. Only the requests are
+kept: the replies were dbgvm's own, and no test compares with them.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -71,7 +74,10 @@ def record(name: str, guest: str, commands: str) -> None:
                    capture_output=True, timeout=120, check=False)
     proc.kill()
     proc.wait()
-    print(f"{out.relative_to(ROOT)}: {len(out.read_text().splitlines())} packets")
+    requests = [line for line in out.read_text().splitlines()
+                if json.loads(line)["dir"] == "in"]
+    out.write_text("\n".join(requests) + "\n")
+    print(f"{out.relative_to(ROOT)}: {len(requests)} requests")
 
 
 def main() -> None:

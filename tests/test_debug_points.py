@@ -87,7 +87,7 @@ def test_the_exit_stays_while_any_owner_holds_the_breakpoint():
     assert stop.reason is StopReason.BREAKPOINT and stop.eip == handler
     assert stop.cause == BreakpointHit(handler, (gdb,))
     assert m.debug.remove(gdb)
-    assert m.breakpoints == frozenset() and handler not in m.armed_breakpoints
+    assert m.breakpoints == frozenset() and handler not in m.debug.armed
     assert m.run().reason is StopReason.DEBUG_EXIT
 
 
@@ -110,8 +110,8 @@ def test_the_watch_hook_stays_while_any_owner_holds_the_watchpoint():
 def test_set_aside_points_stop_nothing_and_come_back():
     m, sym = machine("basics")
     handle = m.debug.add_breakpoint(sym["timer_handler"], "test")
-    with m.debugger_suspended():
-        assert m.armed_breakpoints == frozenset()
+    with m.debug.set_aside():
+        assert m.debug.armed == frozenset()
         assert m.run().reason is StopReason.DEBUG_EXIT
         assert m.debug.holds(handle)
     assert m.debug.handles() == [handle]
@@ -121,6 +121,6 @@ def test_set_aside_on_a_breakpoint_nobody_reported_does_not_stop():
     m, sym = machine("basics")
     m.debug.add_breakpoint(sym["timer_handler"], "test")
     assert m.run().reason is StopReason.BREAKPOINT
-    with m.debugger_suspended():
+    with m.debug.set_aside():
         m.debug.report_here(0, 0)       # forget the report: a re-run would stop here
         assert m.run(5).reason is StopReason.MAX_INSNS

@@ -44,7 +44,7 @@ def test_breakpoint_on_a_page_mapped_only_later_in_user_mode():
     stop = m.run()
     assert stop.reason is StopReason.BREAKPOINT and stop.eip == sym["user_read"]
     assert m.vcpu.cpl == 3
-    assert sym["user_read"] in m.armed_breakpoints
+    assert sym["user_read"] in m.debug.armed
     assert run_to_end(m).exit_status == 19
     plain, _ = machine("paging")
     plain.run()
@@ -74,7 +74,7 @@ def test_breakpoints_not_hit_change_nothing_and_are_armed():
     m.events.subscribe({EventKind.IRQ, EventKind.VIF}, events.append)
     stop = m.run()
     assert stop.exit_status == 33
-    assert len(m.armed_breakpoints) == 100
+    assert len(m.debug.armed) == 100
     plain, _ = machine("basics")
     plain_events = []
     plain.events.subscribe({EventKind.IRQ, EventKind.VIF}, plain_events.append)

@@ -23,7 +23,7 @@ import pytest
 from unicorn.x86_const import UC_X86_REG_CR3
 
 from dbgvm.core.assembly import build_machine
-from dbgvm.core.descriptors import MONITOR_HOLE, Descriptor
+from dbgvm.core.descriptors import VMM_HOLE, Descriptor
 from dbgvm.core.events import Event, EventKind
 from dbgvm.core.faults import StopReason
 from dbgvm.core.hypercalls import HypercallArgs, HypercallResult
@@ -92,22 +92,22 @@ def assert_hole_intact(machine: Machine, hole_pt_before: bytes, *, ram_size: int
         offset, desc = REAL_TABLES[0] + 8 * index, Descriptor(entries[index])
         if desc.is_data and desc.expand_down:
             continue                                   # valid offsets lie above the limit
-        assert desc.base + desc.limit < MONITOR_HOLE, \
+        assert desc.base + desc.limit < VMM_HOLE, \
             f"real table entry {offset:#x} reaches the hole: {desc.base:#x}+{desc.limit:#x}"
     # the real page tables in use: the hole's entry is supervisor-only, every other present
     # entry maps guest RAM
     root = machine.uc.reg_read(UC_X86_REG_CR3) & ~0xFFF
-    assert MONITOR_HOLE <= root < MONITOR_HOLE + HOLE_SIZE
-    pd = struct.unpack_from("<1024I", hole, root - MONITOR_HOLE)
-    assert pd[1023] & ~0xFFF == MONITOR_HOLE + HOLE_PT[0] and not pd[1023] & 4
+    assert VMM_HOLE <= root < VMM_HOLE + HOLE_SIZE
+    pd = struct.unpack_from("<1024I", hole, root - VMM_HOLE)
+    assert pd[1023] & ~0xFFF == VMM_HOLE + HOLE_PT[0] and not pd[1023] & 4
     for index, pde in enumerate(pd[:1023]):
         if not pde & 1:
             continue
         assert not pde & 0x80, f"shadow PDE {index} is a large page"
         table = pde & ~0xFFF
-        assert MONITOR_HOLE + 0x100000 <= table < MONITOR_HOLE + HOLE_SIZE, \
+        assert VMM_HOLE + 0x100000 <= table < VMM_HOLE + HOLE_SIZE, \
             f"shadow PDE {index} points at {table:#x}, outside the shadow pool"
-        for pindex, pte in enumerate(struct.unpack_from("<1024I", hole, table - MONITOR_HOLE)):
+        for pindex, pte in enumerate(struct.unpack_from("<1024I", hole, table - VMM_HOLE)):
             if pte & 1:
                 assert pte & ~0xFFF < ram_size, \
                     f"shadow PTE {index}:{pindex} maps {pte & ~0xFFF:#x}, outside guest RAM"
@@ -128,7 +128,7 @@ def run_escape(mode: str, max_insns: int = 1_000_000) -> EscapeRun:
     machine.events.subscribe(set(EventKind), events.append)
     stop = machine.run(max_insns)
     run = EscapeRun(machine, stop, events, hole_pt_before, calls)
-    assert stop.reason is not StopReason.MONITOR_ERROR, stop.message
+    assert stop.reason is not StopReason.VMM_ERROR, stop.message
     assert "ESCAPED" not in run.console, run.console
     assert_hole_intact(machine, hole_pt_before, ram_size=machine.ram_size)
     assert magic_outside_code(run) == [], "the guest's store landed in guest RAM"
@@ -294,7 +294,7 @@ def run_unchecked(mode: str) -> EscapeRun:
     machine = build_machine(ram_mb=RAM_MB)
     machine.load(load(build("escapes"), machine.ram_size, cmdline=f"mode={mode}"))
     stop = machine.run(1_000_000)
-    assert stop.reason is not StopReason.MONITOR_ERROR, stop.message
+    assert stop.reason is not StopReason.VMM_ERROR, stop.message
     return EscapeRun(machine, stop, [], b"", [])
 
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stub_harness import Stub, machine_for
 
-from dbgvm.core.descriptors import MONITOR_HOLE
+from dbgvm.core.descriptors import VMM_HOLE
 from dbgvm.gdbstub import rsp
 from dbgvm.gdbstub.session import Session
 from dbgvm.repl import commands as S
@@ -46,9 +46,9 @@ def _encodings(marker: bytes) -> list[bytes]:
 
 
 # -- the packets ----------------------------------------------------------------------------
-INTERESTING = [0, 1, 4, 0xFFF, 0x1000, 0x100000, 0x3FFFFFC, 0x4000000, MONITOR_HOLE,
-               MONITOR_HOLE + 0x50000, MONITOR_HOLE + 0x80000, 0xFFFFF000, 0xFFFFFFFC,
-               0xFFFFFFFF, 1 << 32, 0x1000000D1, MONITOR_HOLE + (1 << 32), (1 << 64) - 1, 1 << 64]
+INTERESTING = [0, 1, 4, 0xFFF, 0x1000, 0x100000, 0x3FFFFFC, 0x4000000, VMM_HOLE,
+               VMM_HOLE + 0x50000, VMM_HOLE + 0x80000, 0xFFFFF000, 0xFFFFFFFC,
+               0xFFFFFFFF, 1 << 32, 0x1000000D1, VMM_HOLE + (1 << 32), (1 << 64) - 1, 1 << 64]
 numbers = st.one_of(st.sampled_from(INTERESTING), st.integers(0, 1 << 36))
 hexnum = st.one_of(numbers.map(lambda n: b"%x" % n), numbers.map(lambda n: b"%X" % n),
                    st.sampled_from([b"", b"-1", b"-0", b"0x10", b"+5", b" 4", b"1_0",
@@ -138,7 +138,7 @@ def _must_fail(packet: bytes) -> bool:
     if not (HEX.fullmatch(match[2]) and HEX.fullmatch(match[3])):
         return True
     addr, length = int(match[2], 16), int(match[3], 16)
-    return length > 0 and addr + length > MONITOR_HOLE
+    return length > 0 and addr + length > VMM_HOLE
 
 
 def _leaks(received: bytes) -> bool:
@@ -193,7 +193,7 @@ def test_fuzzed_packets_never_break_the_stub(steps):
         assert STOP_REPLY.fullmatch(live.ask(b"?")), "bad stop reply"
         regs = live.ask(b"g")
         assert regs == Session(machine).handle(b"g")      # the stub thread waits in select
-        for addr in (MONITOR_HOLE, MONITOR_HOLE + 0x50000, MONITOR_HOLE + 0x80000, 0xFFFFF000):
+        for addr in (VMM_HOLE, VMM_HOLE + 0x50000, VMM_HOLE + 0x80000, 0xFFFFF000):
             assert live.ask(b"m%x,10" % addr).startswith(b"E")
         received += live.received
         live.ask(b"D")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dbgvm.core.descriptors import MONITOR_HOLE
+from dbgvm.core.descriptors import VMM_HOLE
 from dbgvm.core.loader import LoadError
 from dbgvm.linux import fetch as fetch_mod
 from dbgvm.linux.boot import (BOOT_PARAMS_ADDR, CMDLINE_ADDR, is_linux_kernel, kernel_cmdline,
@@ -206,8 +206,8 @@ def test_kernel_that_does_not_fit_in_ram(kernel):
         load_linux(kernel, 16 << 20)
 
 
-def test_reservetop_matches_the_monitor_hole():
-    assert kernel_cmdline("", False) == f"reservetop={((1 << 32) - MONITOR_HOLE) >> 20}M"
+def test_reservetop_matches_the_vmm_hole():
+    assert kernel_cmdline("", False) == f"reservetop={((1 << 32) - VMM_HOLE) >> 20}M"
     assert kernel_cmdline("a reservetop=8M", False) == "a reservetop=8M"    # the user's wins
     assert kernel_cmdline("a", True) == "a reservetop=4M nokaslr"
 

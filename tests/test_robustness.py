@@ -46,14 +46,14 @@ def _image(code: bytes, paging: bool = False) -> BootImage:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(code=st.binary(min_size=1, max_size=64), paging=st.booleans())
-def test_random_code_never_breaks_the_monitor(code, paging):
+def test_random_code_never_breaks_the_vmm(code, paging):
     machine = build_machine(ram_mb=4)
     machine.load(_image(code, paging))
     errors = []
     machine.events.subscribe({EventKind.STOP}, errors.append)
     machine.write_register("esp", 0x7000)
     stop = machine.run(max_insns=5_000)
-    assert stop.reason is not StopReason.MONITOR_ERROR, stop.message
+    assert stop.reason is not StopReason.VMM_ERROR, stop.message
     assert len(errors) == 1
 
 

@@ -1,7 +1,7 @@
 """Building a machine: the one place that creates the devices every machine has and puts them
 on its buses.
 
-The Machine (machine.py) is the run loop and the monitor; like Firecracker's VMM core it
+The Machine (machine.py) is the run loop and the VMM; like Firecracker's VMM core it
 creates no device. ``build_machine`` creates the devices of the PC motherboard minimum every
 guest here gets (the 8259 pair, the 8254 and port 0x61, the virtual clock and the input queue
 that are their time base and outside input, the hypercall bus) and, once the machine exists,

@@ -1,10 +1,10 @@
-"""What the emulation code and the monitor's parts may use of the machine, as Protocols.
+"""What the emulation code and the VMM's parts may use of the machine, as Protocols.
 
 The Machine (machine.py) satisfies them all. The modules that emulate instructions (privileged.py,
 delivery.py, returns.py, guest_registers.py) take a ``CpuContext``: the registers, the
 virtual CPU, the descriptor tables and guest memory, and the few state changes an instruction
-may make. The parts of the monitor split out of the Machine (memory.py, decoder.py, paging.py,
-port_io.py, instruction_hooks.py, debug.py) take a ``MonitorContext``, which adds the run
+may make. The parts of the VMM split out of the Machine (memory.py, decoder.py, paging.py,
+port_io.py, instruction_hooks.py, debug.py) take a ``VmmContext``, which adds the run
 loop's services: events, ending the quantum or the run, reflecting a fault to the guest.
 The parts know each other only through constructor arguments (the paging unit gets the
 decoder), never through a context.
@@ -70,8 +70,8 @@ class CpuContext(Protocol):
     def returned_to_user(self) -> None: ...
 
 
-class MonitorContext(CpuContext, Protocol):
-    """The run loop's services, for the monitor's parts (trap handlers, hooks, devices' time)."""
+class VmmContext(CpuContext, Protocol):
+    """The run loop's services, for the VMM's parts (trap handlers, hooks, devices' time)."""
 
     clock: VirtualClock
     events: EventBus
@@ -100,13 +100,13 @@ class MonitorContext(CpuContext, Protocol):
     def deliver_guarded(self, vector: int, return_eip: int, *, error_code: int | None = None,
                         software: bool = False, external: bool = False) -> None: ...
     def guest_stop(self, stop: GuestStop, eip: int) -> None: ...
-    def monitor_error(self, exc: Exception, eip: int) -> None: ...
+    def vmm_error(self, exc: Exception, eip: int) -> None: ...
     def stop_after_current(self, reason: StopReason, message: str,
                            cause: StopCause | None = None) -> None: ...
     def breakpoint_hit(self, address: int) -> None: ...
 
 
-class RunLoop(MonitorContext, Protocol):
+class RunLoop(VmmContext, Protocol):
     """The run loop's own state and steps, for the parts that drive it between and around
     quanta (scheduler.py, stepping off a breakpoint in debug.py)."""
 

@@ -148,6 +148,11 @@ class Debugger:
             self._set_aside = False
             self.sync_exits()
 
+    @property
+    def is_set_aside(self) -> bool:
+        """Reverse execution is re-running history: nothing the debugger set may stop it."""
+        return self._set_aside
+
     # -- breakpoints ----------------------------------------------------------------------
     @property
     def breakpoints(self) -> list[int]:

@@ -13,7 +13,7 @@ from capstone.x86 import X86_OP_MEM
 from unicorn.x86_const import UC_X86_REG_CS
 
 from . import privileged
-from .descriptors import MONITOR_HOLE
+from .descriptors import VMM_HOLE
 from .faults import GuestFault, GuestStop, Vector
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Decoder:
         guest's paging: the first page must be readable (or the fetch faults), the bytes on a
         following page only when it is mapped (an instruction may end just before it)."""
         read_linear = self._cpu.read_linear
-        size = min(15, MONITOR_HOLE - linear)
+        size = min(15, VMM_HOLE - linear)
         first = min(size, 4096 - (linear & 0xFFF))
         code = read_linear(linear, first)
         if first < size:

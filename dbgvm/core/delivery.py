@@ -1,5 +1,5 @@
 """Interrupt and exception delivery through the guest's IDT (SDM vol. 3, 6.12), the segment
-checks it shares with the returns (IRET, far RET: returns.py), and the monitor's side of it:
+checks it shares with the returns (IRET, far RET: returns.py), and the VMM's side of it:
 reflecting a fault the guest caused back to the guest, escalating to #DF and a triple fault
 as the CPU does.
 
@@ -22,7 +22,7 @@ from .guest_registers import read_register
 from .vcpu import EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, EFLAGS_VM
 
 if TYPE_CHECKING:
-    from .cpu_context import CpuContext, MonitorContext
+    from .cpu_context import CpuContext, VmmContext
 
 _GATES = (SystemType.INTERRUPT_GATE32, SystemType.TRAP_GATE32)
 _CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP, Vector.PF})
@@ -89,7 +89,7 @@ def deliver(m: "CpuContext", vector: int, return_eip: int, *, error_code: int | 
     target = code_segment(m, gate.gate_selector, vcpu.cpl, ext)
     if gate.gate_offset > target.limit or target.base + gate.gate_offset > HOLE_LAST_BYTE:
         # the handler lies beyond the code segment's limit (the installed copy's ends below
-        # the monitor hole): #GP at the interrupted instruction, nothing pushed
+        # the VMM hole): #GP at the interrupted instruction, nothing pushed
         raise GuestFault(Vector.GP, ext)
     new_cpl = vcpu.cpl if target.conforming else target.dpl
     check_ring(new_cpl)
@@ -127,7 +127,7 @@ def deliver(m: "CpuContext", vector: int, return_eip: int, *, error_code: int | 
         m.set_vif(False, "interrupt-gate" if not software else f"int {vector:#x}")
 
 
-def reflect(m: "MonitorContext", fault: GuestFault, eip: int) -> None:
+def reflect(m: "VmmContext", fault: GuestFault, eip: int) -> None:
     """Deliver a fault the guest caused to the guest itself, at the faulting instruction."""
     if fault.vector == Vector.GP and fault.error_code & 0xFFFC:
         reason = m.tables.refusal(fault.error_code)
@@ -140,7 +140,7 @@ def reflect(m: "MonitorContext", fault: GuestFault, eip: int) -> None:
     deliver_guarded(m, fault.vector, eip, error_code=code)
 
 
-def deliver_guarded(m: "MonitorContext", vector: int, return_eip: int, *,
+def deliver_guarded(m: "VmmContext", vector: int, return_eip: int, *,
                     error_code: int | None = None, software: bool = False,
                     external: bool = False) -> None:
     """Deliver, escalating to #DF and then to a triple-fault stop as the CPU does."""

@@ -1,6 +1,6 @@
 """Noticing guest writes to its own GDT and LDT, byte-exactly and at no cost elsewhere.
 
-The CPU loads segments from the monitor's validated *copies* (segments.py), so a descriptor the
+The CPU loads segments from the VMM's validated *copies* (segments.py), so a descriptor the
 guest rewrites must be re-validated and re-installed before it can be loaded. Write-protecting
 the table's pages would do it, but tables often share a page with hot data (the Linux
 decompressor's GDT does): every store to that page would then cost a fault, a one-instruction

@@ -1,13 +1,13 @@
 """x86 segment descriptors: decoding, validation after early Xen, and the installed copies.
 
-The guest's GDT/LDT stay exactly as it wrote them. The monitor validates each descriptor
+The guest's GDT/LDT stay exactly as it wrote them. The VMM validates each descriptor
 (rules in docs/design.md, section 6) and installs *copies* in its own real tables: one copy per
 privilege view. In the ring-0 view every guest code/data segment of DPL 0 is compressed to DPL
 3 (so the deprivileged kernel can load it at real CPL 3) and guest segments of DPL > 0 that are
 code are installed not-present, so that any return from virtual ring 0 to ring-3 code traps and the
-monitor can switch views. In the ring-3 view descriptors keep their own DPL, so hardware checks
+VMM can switch views. In the ring-3 view descriptors keep their own DPL, so hardware checks
 them as it would for a ring-3 program. In both views limits are cut so that no segment reaches
-the monitor hole.
+the VMM hole.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import struct
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-MONITOR_HOLE = 0xFFC00000
-HOLE_LAST_BYTE = MONITOR_HOLE - 1
+VMM_HOLE = 0xFFC00000
+MONITOR_HOLE = VMM_HOLE  # old name, still used by dbgvm/repl
+HOLE_LAST_BYTE = VMM_HOLE - 1
 
 
 class SystemType(enum.IntEnum):
@@ -172,7 +173,7 @@ def check(desc: Descriptor, table: Table) -> str | None:
 
     After early Xen's check_descriptor, adapted to ring-3 deprivileging (docs/design.md). The
     base of an LDT or TSS descriptor is a *linear* address, read through the guest's paging
-    (Linux keeps its TSS in the cpu_entry_area near 0xFF000000): any range below the monitor
+    (Linux keeps its TSS in the cpu_entry_area near 0xFF000000): any range below the VMM
     hole is accepted, whatever the size of guest RAM.
     """
     if not desc.present:
@@ -199,7 +200,7 @@ def check(desc: Descriptor, table: Table) -> str | None:
 
 
 def truncated(desc: Descriptor) -> Descriptor:
-    """The copy's limit cut so that base+limit never reaches the monitor hole."""
+    """The copy's limit cut so that base+limit never reaches the VMM hole."""
     if desc.expand_down:
         return desc  # valid offsets are above the limit; the base check keeps them below 4 GiB
     last = min(desc.base + desc.limit, HOLE_LAST_BYTE)
@@ -207,7 +208,7 @@ def truncated(desc: Descriptor) -> Descriptor:
 
 
 def installed_copy(desc: Descriptor, ring0_view: bool) -> Descriptor:
-    """What the monitor puts in its real table for an accepted guest descriptor."""
+    """What the VMM puts in its real table for an accepted guest descriptor."""
     if not desc.s or not desc.present:
         # System descriptors are never used natively: loading them into a segment register
         # must fault, which an all-zero entry does.

@@ -1,7 +1,7 @@
 """The guest's own page tables, walked exactly as the processor walks them (SDM vol. 3
 section 4.3, 32-bit paging with optional 4 MiB pages under CR4.PSE).
 
-This is the reference the shadow MMU fills from, and the walk the monitor uses for its own
+This is the reference the shadow MMU fills from, and the walk the VMM uses for its own
 accesses to guest memory. It never changes anything: setting accessed/dirty bits is the
 caller's decision (see :func:`ad_updates`).
 """

@@ -1,7 +1,7 @@
 """Every register a debugger can show, by name, as the *guest* sees it.
 
 The real Unicorn state differs from what the guest believes in a few places (CS/SS carry RPL 3,
-EFLAGS.IF/IOPL are virtual, control and descriptor-table registers are the monitor's); this
+EFLAGS.IF/IOPL are virtual, control and descriptor-table registers are the VMM's); this
 module is the one place that maps names to the guest's view, for reading and for writing.
 """
 from __future__ import annotations

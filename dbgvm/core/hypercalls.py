@@ -1,6 +1,6 @@
 """The hypercall bus: how a VM-friendly guest kernel calls the host.
 
-The instruction is ``vmcall`` (0F 01 C1). Unicorn raises #UD for it, so it reaches the monitor
+The instruction is ``vmcall`` (0F 01 C1). Unicorn raises #UD for it, so it reaches the VMM
 through the invalid-instruction trap like any other emulated instruction; at virtual CPL 0 it is
 handed, with EAX/EBX/ECX/EDX, to the one handler registered here (the HAL), at virtual CPL 3 or
 with no handler the guest gets its #UD as on hardware without a hypervisor. The core gives the

@@ -1,4 +1,4 @@
-"""Instructions the monitor sees through Unicorn's instruction hooks rather than a fault:
+"""Instructions the VMM sees through Unicorn's instruction hooks rather than a fault:
 CPUID and SYSENTER (hooked), and ``vmcall``, the hypercall, which arrives as #UD.
 
 Their emulation proper is in privileged.py (cpuid, sysenter); the hypercall's meaning belongs
@@ -17,13 +17,13 @@ from .faults import GuestFault, GuestStop
 from .hypercalls import HYPERCALL_MNEMONIC, HYPERCALL_SIZE, HypercallArgs, HypercallResult
 
 if TYPE_CHECKING:
-    from .cpu_context import MonitorContext
+    from .cpu_context import VmmContext
 
 SYSENTER_VECTOR = -1     # trap events of SYSENTER, which is hooked, not trapped
 
 
 class InstructionHooks:
-    def __init__(self, owner: "MonitorContext") -> None:
+    def __init__(self, owner: "VmmContext") -> None:
         self._m = owner
 
     def on_cpuid(self, uc: Uc, _: object) -> bool:
@@ -49,7 +49,7 @@ class InstructionHooks:
         except GuestStop as stop:
             m.guest_stop(stop, eip)
         except Exception as exc:  # noqa: BLE001
-            m.monitor_error(exc, eip)
+            m.vmm_error(exc, eip)
         m.regs.write(UC_X86_REG_EIP, (m.regs.read(UC_X86_REG_EIP) - 2) & 0xFFFFFFFF)
 
     def hypercall(self, eip: int) -> bool:

@@ -1,6 +1,6 @@
 """Who may use IN/OUT: the virtual CPL against the virtual IOPL, then the TSS's I/O bitmap.
 
-At real CPL 3 Unicorn never faults IN/OUT (they always reach the port hooks), so the monitor
+At real CPL 3 Unicorn never faults IN/OUT (they always reach the port hooks), so the VMM
 makes the check the processor would make (SDM vol. 1, 19.5): code at a CPL above IOPL may use
 a port only when every bit for its bytes in the I/O permission bitmap of the current TSS is
 clear; a bitmap that is absent or beyond the TSS limit grants nothing. Refused accesses fault

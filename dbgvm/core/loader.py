@@ -17,7 +17,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_EIP
 
-from .descriptors import MONITOR_HOLE
+from .descriptors import VMM_HOLE
 from .guest_registers import write_register
 
 if TYPE_CHECKING:
@@ -75,9 +75,9 @@ def has_multiboot_header(head: bytes) -> bool:
 
 def _check_range(what: str, paddr: int, size: int, ram_size: int) -> None:
     end = paddr + size
-    if paddr >= MONITOR_HOLE or end > MONITOR_HOLE:
+    if paddr >= VMM_HOLE or end > VMM_HOLE:
         raise LoadError(f"{what} at {paddr:#x}..{end:#x} lies in the monitor hole "
-                        f"({MONITOR_HOLE:#x} and up)")
+                        f"({VMM_HOLE:#x} and up)")
     if end > ram_size:
         raise LoadError(f"{what} at {paddr:#x}..{end:#x} is outside guest RAM "
                         f"({ram_size >> 20} MiB)")

@@ -1,14 +1,13 @@
 """The Machine: guest RAM, the deprivileged CPU and the run loop.
 
 Guest code, kernel and user alike, runs at real CPL 3 inside Unicorn. Whatever it may not do
-there traps into this monitor, which emulates it against the virtual CPU (vcpu.py) and reports
+there traps into this VMM, which emulates it against the virtual CPU (vcpu.py) and reports
 each step as an event. Front ends (CLI, gdb stub, monitor prompt, tests) use only the public
 methods of this class.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import fields, replace
 from functools import partial
 
@@ -42,7 +41,7 @@ from .ring3 import TABLES, enter_ring3
 from .scheduler import Scheduler
 from .segments import SegmentTables
 from .stops import Stop, StopCause, StopReason
-from .snapshot import Persistent, Snapshot, SnapshotStore
+from .snapshot import Snapshot, SnapshotParts, SnapshotStore
 from .syscalls import SyscallTracker, returned_to_user, syscall_entered
 from .traps import TrapDispatch
 from .uc_internals import ExceptionLatch, InstructionCounter, calibrated_layout
@@ -81,7 +80,7 @@ class Machine:
         self.hypercalls = hypercalls
         self.console_output = bytearray()    # the debug console's, when nobody else takes it
 
-        # The monitor's parts, each given this machine as its MonitorContext (cpu_context.py).
+        # The VMM's parts, each given this machine as its VmmContext (cpu_context.py).
         # Their methods that belong to the Machine's API, or that the emulation code calls
         # through a CpuContext, are bound here once: no extra call on the trap path.
         self.memory = memory = GuestMemory(uc, self.ram_size, self, self._emit_pt)
@@ -112,7 +111,7 @@ class Machine:
         self.syscall_entered = partial(syscall_entered, self, self.syscalls)
         self.returned_to_user = partial(returned_to_user, self, self.syscalls)
         self.traps = traps = TrapDispatch(self, decoder, paging, insn_hooks)
-        self.guest_stop, self.monitor_error = traps.guest_stop, traps.monitor_error
+        self.guest_stop, self.vmm_error = traps.guest_stop, traps.vmm_error
         self.scheduler = scheduler = Scheduler(self)
         self.between_quanta = scheduler.boundary
         self.wakeup_time = scheduler.wakeup_time
@@ -139,9 +138,8 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED |
                     UC_HOOK_MEM_FETCH_UNMAPPED, traps.on_unmapped)
         enter_ring3(uc, self.regs, self.tables, paging.paging_changed)
-        self._device_states: dict[str, Persistent] = {}     # devices outside the core
-        self._snapshots: SnapshotStore | None = None
-        self._debugger_suspended = False
+        self._snapshot_parts = SnapshotParts(self, uc, self.ram, self.hole, self._after_restore)
+        self.register_state = self._snapshot_parts.register
         # (eip, icount) where the current run began: a stop-before hook skips that point,
         # as resuming from a breakpoint runs its instruction
         self.run_start = (-1, -1)
@@ -210,7 +208,7 @@ class Machine:
         """Keep the real EFLAGS.IF equal to the virtual IF, so that PUSHF (which does not
         trap at CPL 3) shows the guest its own interrupt flag. Safe: Unicorn never takes a
         hardware interrupt, and POPF at CPL 3 with IOPL 0 leaves the real IF alone. Called
-        wherever the monitor writes EFLAGS."""
+        wherever the VMM writes EFLAGS."""
         flags = self.regs.read(UC_X86_REG_EFLAGS)
         wanted = flags | EFLAGS_IF if self.vcpu.vif else flags & ~EFLAGS_IF
         if wanted != flags:
@@ -316,11 +314,6 @@ class Machine:
     def breakpoints(self) -> frozenset[int]:
         return self.debug.breakpoint_set
 
-    @property
-    def armed_breakpoints(self) -> frozenset[int]:
-        """The breakpoints Unicorn holds as exits now (those whose page is mapped)."""
-        return self.debug.armed
-
     def breakpoint_hit(self, address: int) -> None:
         """A breakpoint's code hook (debug.py) fired: stop before the instruction."""
         if self.pending_stop is not None:
@@ -357,50 +350,14 @@ class Machine:
                            cause: StopCause | None = None) -> None:
         """From a memory hook or an event: end the run once the instruction in progress
         completes; ``cause`` says which point (stops.py)."""
-        if not self._debugger_suspended:
+        if not self.debug.is_set_aside:
             self.end_run(reason, message, 0, cause=cause)
-
-    @property
-    def debugger_is_suspended(self) -> bool:
-        """Reverse execution is re-running history: nothing the debugger set may stop it."""
-        return self._debugger_suspended
-
-    @contextmanager
-    def debugger_suspended(self) -> Iterator[None]:
-        """Run without stopping at breakpoints, watchpoints or event breakpoints (they stay
-        set): how reverse execution re-runs what the debugger already went through."""
-        self._debugger_suspended = True
-        try:
-            with self.debug.set_aside():
-                yield
-        finally:
-            self._debugger_suspended = False
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_store(self) -> SnapshotStore:
-        """The machine's snapshots (created on first use: it keeps a copy of guest RAM)."""
-        if self._snapshots is None:
-            parts: dict[str, Persistent] = {
-                "vcpu": self.vcpu, "scheduler": self.scheduler, "clock": self.clock,
-                "inputs": self.inputs, "pic": self.pic, "pit": self.pit, "mmu": self.mmu,
-                "tables": self.tables, "descriptor_watch": self.descriptor_watch,
-                "syscalls": self.syscalls}
-            clash = parts.keys() & self._device_states.keys()
-            if clash:
-                raise ValueError(f"a device is named as a core component: {min(clash)}")
-            parts.update(self._device_states)
-            self._snapshots = SnapshotStore(self.uc, self.ram, self.hole, parts,
-                                            self._after_restore)
-        return self._snapshots
-
-    def register_state(self, name: str, device: Persistent) -> None:
-        """A device outside the core (the board's, the HAL's) whose state goes back in time
-        with the machine: its saved state is part of every snapshot, under ``name``."""
-        if self._snapshots is not None:
-            raise RuntimeError(f"{name}: devices are registered before the first snapshot")
-        if name in self._device_states:
-            raise ValueError(f"a device named {name} is already registered")
-        self._device_states[name] = device
+        """The machine's snapshots (created on first use: it keeps a copy of guest RAM; the
+        devices' states are registered before, with ``register_state``)."""
+        return self._snapshot_parts.store()
 
     def _after_restore(self, snapshot: Snapshot) -> None:
         self.icount = snapshot.icount
@@ -425,7 +382,7 @@ class Machine:
         except UcError as exc:
             if self.pending_stop is None:
                 eip = self.regs.read(UC_X86_REG_EIP)
-                self.end_run(StopReason.MONITOR_ERROR, f"Unicorn error {exc} at eip "
+                self.end_run(StopReason.VMM_ERROR, f"Unicorn error {exc} at eip "
                              f"{eip:#010x}: {self.describe_insn(eip)}", 1, eip)
         finally:
             self._in_quantum = False

@@ -1,8 +1,8 @@
-"""Guest memory: RAM, the monitor hole, the shadow MMU, and every way to reach them.
+"""Guest memory: RAM, the VMM hole, the shadow MMU, and every way to reach them.
 
-Guest RAM is one mmap'd buffer mapped at guest-physical 0 with ``mem_map_ptr``, the monitor
-hole (shadow page tables, the monitor's GDTs, the trampoline) another, mapped at 0xFFC00000;
-the monitor reads both without API calls. Three kinds of access:
+Guest RAM is one mmap'd buffer mapped at guest-physical 0 with ``mem_map_ptr``, the VMM
+hole (shadow page tables, the VMM's GDTs, the trampoline) another, mapped at 0xFFC00000;
+the VMM reads both without API calls. Three kinds of access:
 
 - *as the guest kernel* (``read_linear``/``write_linear``): through the guest's paging as a
   supervisor access, setting A/D bits; faults are raised as GuestFault for the guest;
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_PROT_ALL, Uc
 
-from .descriptors import MONITOR_HOLE
+from .descriptors import VMM_HOLE
 from .faults import GuestFault, GuestStop, Vector
 from .stops import StopReason
 from .guest_paging import PageFault
@@ -29,12 +29,12 @@ from .shadow_mmu import ShadowMmu
 from .vcpu import CR0_PG
 
 if TYPE_CHECKING:
-    from .cpu_context import MonitorContext
+    from .cpu_context import VmmContext
 
-MONITOR_SIZE = 4 << 20
+VMM_HOLE_SIZE = 4 << 20
 HOLE_PAGE_TABLE = 0x62000                  # maps the hole itself, supervisor-only
 SHADOW_POOL = 0x100000                     # shadow page directories and tables: 3 MiB
-SHADOW_POOL_PAGES = (MONITOR_SIZE - SHADOW_POOL) // 4096
+SHADOW_POOL_PAGES = (VMM_HOLE_SIZE - SHADOW_POOL) // 4096
 
 
 class DebugError(ValueError):
@@ -57,7 +57,7 @@ def check_range(vaddr: int, size: int) -> None:
 
 
 class GuestMemory:
-    def __init__(self, uc: Uc, ram_size: int, owner: "MonitorContext",
+    def __init__(self, uc: Uc, ram_size: int, owner: "VmmContext",
                  emit_pt: Callable[..., None]) -> None:
         self._uc = uc
         self._owner = owner
@@ -66,9 +66,9 @@ class GuestMemory:
         self.ram = memoryview(self._ram_map)
         uc.mem_map_ptr(0, ram_size, UC_PROT_ALL,
                        ctypes.addressof(ctypes.c_char.from_buffer(self._ram_map)))
-        self._hole_map = mmap.mmap(-1, MONITOR_SIZE)
+        self._hole_map = mmap.mmap(-1, VMM_HOLE_SIZE)
         self.hole = memoryview(self._hole_map)
-        uc.mem_map_ptr(MONITOR_HOLE, MONITOR_SIZE, UC_PROT_ALL,
+        uc.mem_map_ptr(VMM_HOLE, VMM_HOLE_SIZE, UC_PROT_ALL,
                        ctypes.addressof(ctypes.c_char.from_buffer(self._hole_map)))
         self.mmu = ShadowMmu(self.hole, self.ram, ram_size, pool_offset=SHADOW_POOL,
                              pool_pages=SHADOW_POOL_PAGES, hole_pt_offset=HOLE_PAGE_TABLE,
@@ -79,7 +79,7 @@ class GuestMemory:
     def physical(self, linear: int, size: int, write: bool) -> int:
         """Guest-physical address of ``size`` bytes at ``linear`` (within one page when paging
         is on), as a supervisor access; faults are raised as GuestFault."""
-        if linear + size > MONITOR_HOLE:
+        if linear + size > VMM_HOLE:
             raise GuestFault(Vector.GP, 0)  # as the truncated segment limit makes it natively
         if self._owner.vcpu.cr0 & CR0_PG:
             t = self.mmu.access(linear, write, user=False)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from unicorn.x86_const import UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CS, UC_X86_REG_EIP
 
-from .descriptors import MONITOR_HOLE
+from .descriptors import VMM_HOLE
 from .events import EventKind
 from .faults import GuestFault, GuestStop, Vector
 from .guest_paging import FRAME, PageFault
@@ -17,12 +17,12 @@ from .shadow_mmu import OutsideRam, ProtectedWrite, ShadowFull
 from .vcpu import CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE
 
 if TYPE_CHECKING:
-    from .cpu_context import MonitorContext
+    from .cpu_context import VmmContext
     from .decoder import Decoder
 
 
 class Paging:
-    def __init__(self, owner: "MonitorContext", decoder: "Decoder") -> None:
+    def __init__(self, owner: "VmmContext", decoder: "Decoder") -> None:
         self._m = owner
         self._decoder = decoder
         self._plans = StorePlans()
@@ -109,7 +109,7 @@ class Paging:
         counted = write or not self._is_fetch(vaddr, eip)
         if counted:
             m.latch.settle_flags()   # the instruction had started: see uc_internals, 3
-        if vaddr >= MONITOR_HOLE:
+        if vaddr >= VMM_HOLE:
             # beyond the truncated segment limit, as the hardware would see it: #SS(0) for a
             # stack access, else #GP(0)
             m.emit_at(EventKind.TRAP, eip, vector=int(Vector.PF),
@@ -120,7 +120,7 @@ class Paging:
         ring3 = m.vcpu.cpl == 3
         fault = self._walk_and_fill(vaddr, write, ring3, eip, counted)
         if isinstance(fault, ProtectedWrite):
-            # A store the monitor can carry out is, unless the guest is rewriting the page
+            # A store the VMM can carry out is, unless the guest is rewriting the page
             # wholesale: then, or for another instruction, the page is given up if nothing
             # needs it protected once the shadows built from it are dropped.
             frame = fault.paddr & FRAME

@@ -20,11 +20,11 @@ from .faults import GuestStop, Vector
 from .io_permission import io_allowed
 
 if TYPE_CHECKING:
-    from .cpu_context import MonitorContext
+    from .cpu_context import VmmContext
 
 
 class PortIo:
-    def __init__(self, owner: "MonitorContext") -> None:
+    def __init__(self, owner: "VmmContext") -> None:
         self._m = owner
         self.refused: tuple[int, int] | None = None    # (EIP, EAX) of a refused IN/OUT
         self.planned_deadline: int | None = None   # the timer deadline the quantum runs to
@@ -89,7 +89,7 @@ class PortIo:
                           dir="in", value=value, **({} if claimed else {"unclaimed": True}))
             return value
         except Exception as exc:  # noqa: BLE001
-            m.monitor_error(exc, m.regs.read(UC_X86_REG_EIP))
+            m.vmm_error(exc, m.regs.read(UC_X86_REG_EIP))
             return 0
 
     def on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
@@ -111,4 +111,4 @@ class PortIo:
                     m.clock.next_deadline() != self.planned_deadline:
                 m.request_boundary()
         except Exception as exc:  # noqa: BLE001
-            m.monitor_error(exc, m.regs.read(UC_X86_REG_EIP))
+            m.vmm_error(exc, m.regs.read(UC_X86_REG_EIP))

@@ -1,4 +1,4 @@
-"""Carrying out a guest store to one of its own page tables in the monitor.
+"""Carrying out a guest store to one of its own page tables in the VMM.
 
 Every guest page a shadow was built from is write-protected (shadow_mmu.py), so each store
 Linux makes to its page tables faults. Letting the instruction write natively costs a
@@ -46,7 +46,7 @@ class StorePlan(NamedTuple):
 
 
 def plan_store(insn: CsInsn) -> StorePlan | None:
-    """The plan for a flag-free 4-byte store the monitor carries out, or None."""
+    """The plan for a flag-free 4-byte store the VMM carries out, or None."""
     mnemonic = insn.mnemonic
     if mnemonic not in ("mov", "xchg"):
         return None

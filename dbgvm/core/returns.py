@@ -4,7 +4,7 @@ At real CPL 3, IRET and RETF to a guest code segment (whose installed copy has R
 guest selector has RPL 0) raise #GP or #NP; privileged.py decodes them and calls these, which
 pop the frame, check the target code and stack segments as the SDM says (the checks are shared
 with interrupt delivery, delivery.py), restore the virtual IF and IOPL, and return to the
-guest's ring 0 or 3. An IRET within ring 3 runs natively and never reaches the monitor.
+guest's ring 0 or 3. An IRET within ring 3 runs natively and never reaches the VMM.
 """
 from __future__ import annotations
 

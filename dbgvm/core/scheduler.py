@@ -84,7 +84,7 @@ class Scheduler:
         except GuestStop as stop:
             m.guest_stop(stop, eip)
         except Exception as exc:  # noqa: BLE001
-            m.monitor_error(exc, eip)
+            m.vmm_error(exc, eip)
 
     def wakeup_time(self) -> int | None:
         """Virtual time of the next timer interrupt that can reach the CPU, or of the next

@@ -1,6 +1,6 @@
-"""The monitor's real descriptor tables: validated copies of the guest's GDT and LDT.
+"""The VMM's real descriptor tables: validated copies of the guest's GDT and LDT.
 
-Two views of each table live in the monitor hole. The ring-0 view serves the guest kernel
+Two views of each table live in the VMM hole. The ring-0 view serves the guest kernel
 (virtual CPL 0): its segments compressed to DPL 3 so it can run at real CPL 3, and ring-3 code
 segments not present so that every return to user code traps. The ring-3 view serves guest
 user code: descriptors keep their DPL, so the hardware refuses a user load of a kernel selector
@@ -26,7 +26,7 @@ LDTR_SELECTOR = 0  # the real LDTR selector is never visible to the guest
 
 @dataclass(frozen=True)
 class TableLayout:
-    """Where the four real tables live (linear = physical addresses in the monitor hole)."""
+    """Where the four real tables live (linear = physical addresses in the VMM hole)."""
 
     gdt_ring0: int
     gdt_ring3: int
@@ -196,7 +196,7 @@ class SegmentTables:
         return [(t.base, t.base + t.limit) for _, t in self.guest_tables()]
 
     def write_guest_entry(self, selector: int, desc: Descriptor) -> None:
-        """Record a descriptor the monitor itself changed in guest memory (TSS busy bit)."""
+        """Record a descriptor the VMM itself changed in guest memory (TSS busy bit)."""
         table = self._table(Table.LDT if selector & 4 else Table.GDT)
         table.entries[selector >> 3] = desc
 

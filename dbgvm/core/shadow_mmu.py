@@ -1,23 +1,23 @@
 """Shadow page tables: the only page tables Unicorn ever walks.
 
-The real CPU always runs with paging on, on tables the monitor owns, so that the monitor hole
+The real CPU always runs with paging on, on tables the VMM owns, so that the VMM hole
 (supervisor-only in every shadow) is out of the guest's reach whatever the guest does; QEMU,
 and so Unicorn, does not enforce segment limits, so segment truncation alone would not do.
 While the guest's own paging is off, the shadow maps guest RAM one to one.
 
 plex86 discovers the guest's page tables on demand: the shadow starts empty, every first
-access to a page faults into the monitor, which walks the guest's tables (guest_paging.walk),
+access to a page faults into the VMM, which walks the guest's tables (guest_paging.walk),
 updates the guest's accessed/dirty bits as the processor would, and fills one shadow entry.
 A page whose dirty bit is clear is mapped read-only so that the first write faults too and the
-monitor can set D. Faults the guest must see are returned to the caller to reflect.
+VMM can set D. Faults the guest must see are returned to the caller to reflect.
 
 Shadows of recently used address spaces (by guest CR3) are kept, so switching back is cheap.
 That is only correct if no shadow entry goes stale, so every guest page a shadow was built from
 (page directories and page tables) is mapped read-only, and a guest write to one faults. A
-plain store (pt_store.py) is carried out by the monitor, which then drops only the shadow
+plain store (pt_store.py) is carried out by the VMM, which then drops only the shadow
 entries built from the entries it changed (guest_store: a PTE's one translation, a PDE's
 4 MiB). For any other instruction, and when the guest stores to a table several times with no
-use of it between (clearing or filling it), the monitor gives the page up (release): it drops
+use of it between (clearing or filling it), the VMM gives the page up (release): it drops
 every shadow built from it, so it needs no protection until a shadow is built from it again.
 Only a page that stays protected even then (the current page directory) is let written by
 one instruction, after which the shadow entries built from it are dropped.
@@ -28,7 +28,7 @@ Each address space has one shadow root per privilege view. The guest kernel (vir
 and guest user code (virtual ring 3) both run at real CPL 3, so the ring-0 root maps every page
 the guest maps, user-accessible; the ring-3 root maps only the guest's user pages, so that a
 user access to a supervisor page faults exactly as it would on bare metal. The top page
-directory entry maps the monitor hole, supervisor-only, in every root.
+directory entry maps the VMM hole, supervisor-only, in every root.
 """
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
 
-from .descriptors import MONITOR_HOLE
+from .descriptors import VMM_HOLE
 from .guest_paging import FRAME, P, U, W, PageFault, Translation, ad_updates, walk
 
 PAGE = 4096
-HOLE_PDE = MONITOR_HOLE >> 22
+HOLE_PDE = VMM_HOLE >> 22
 ALIAS_LINEAR = 0xFFFFF000   # the hole's last page, borrowed by ShadowMmu.alias
 MAX_SPACES = 8
 WRITE_FLOOD = 3          # stores to a page table with no use of it between: give the page up
@@ -79,7 +79,7 @@ class OutsideRam(Exception):
 
 @dataclass(frozen=True)
 class ProtectedWrite:
-    """A permitted guest write to a page the monitor keeps read-only (a page table or
+    """A permitted guest write to a page the VMM keeps read-only (a page table or
     directory a shadow was built from)."""
 
     vaddr: int
@@ -175,12 +175,12 @@ class ShadowMmu:
         self._ram_size = ram_size
         self._emit = emit
         self._flush_tlb = flush_tlb
-        self._free = [MONITOR_HOLE + pool_offset + i * PAGE for i in range(pool_pages)]
+        self._free = [VMM_HOLE + pool_offset + i * PAGE for i in range(pool_pages)]
         self.stats = ShadowStats()
-        # The monitor's own page table: the hole, identity-mapped, supervisor read/write.
-        self._hole_pt = MONITOR_HOLE + hole_pt_offset
+        # The VMM's own page table: the hole, identity-mapped, supervisor read/write.
+        self._hole_pt = VMM_HOLE + hole_pt_offset
         for i in range(1024):
-            self._put(self._hole_pt + 4 * i, (MONITOR_HOLE + i * PAGE) | P | W)
+            self._put(self._hole_pt + 4 * i, (VMM_HOLE + i * PAGE) | P | W)
         self.paging = False
         self.cr3 = 0
         self.wp = False
@@ -232,13 +232,13 @@ class ShadowMmu:
 
     # -- raw access ---------------------------------------------------------------------
     def _put(self, addr: int, value: int) -> None:
-        struct.pack_into("<I", self._hole, addr - MONITOR_HOLE, value)
+        struct.pack_into("<I", self._hole, addr - VMM_HOLE, value)
 
     def _get(self, addr: int) -> int:
-        return struct.unpack_from("<I", self._hole, addr - MONITOR_HOLE)[0]
+        return struct.unpack_from("<I", self._hole, addr - VMM_HOLE)[0]
 
     def _clear_page(self, addr: int) -> None:
-        off = addr - MONITOR_HOLE
+        off = addr - VMM_HOLE
         self._hole[off:off + PAGE] = bytes(PAGE)
 
     def read_guest_u32(self, paddr: int) -> int:
@@ -383,7 +383,7 @@ class ShadowMmu:
         self._zap_frame(paddr & FRAME, vaddr, eip)
 
     def guest_store(self, paddr: int, data: bytes, eip: int) -> bool:
-        """A guest store (emulated by the monitor, pt_store.py) to a protected page, within one
+        """A guest store (emulated by the VMM, pt_store.py) to a protected page, within one
         page: write it to guest RAM and drop only the shadow entries built from the entries it
         changed. A changed PTE can only change the one translation it makes, in each place its
         page table is used (address space, view, directory index): that shadow entry is

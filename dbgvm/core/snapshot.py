@@ -1,10 +1,10 @@
 """Snapshots of a whole machine, kept in memory, for going back in time.
 
-A snapshot is the CPU (Unicorn's context), guest RAM and the monitor's hole (shadow page tables,
+A snapshot is the CPU (Unicorn's context), guest RAM and the VMM's hole (shadow page tables,
 installed descriptors), and the saved state of every ``Persistent`` part: each core component
 (the virtual CPU, scheduler, clock, PIC, PIT, shadow MMU bookkeeping, descriptor tables and
 their watch, input queue, system-call tracker) and each device outside the core (the board's,
-the HAL's: ``Machine.register_state``) saves a frozen dataclass of its own and restores from
+the HAL's: ``Machine.register_state``, kept by ``SnapshotParts``) saves a frozen dataclass of its own and restores from
 it in place, as Firecracker's devices do with their Persist states. Memory is stored as the
 pages that changed since the previous snapshot, on top of one full copy, so a snapshot every
 few million instructions costs little. Debugger state (breakpoints, watchpoints, event
@@ -144,3 +144,42 @@ class SnapshotStore:
         self._uc.ctl_flush_tb()
         self._after_restore(target)
         return target
+
+
+# The core's components a snapshot saves: the machine's attributes of these names.
+CORE_PARTS = ("vcpu", "scheduler", "clock", "inputs", "pic", "pit", "mmu", "tables",
+              "descriptor_watch", "syscalls")
+
+
+class SnapshotParts:
+    """What a machine's snapshots are made of: its core components (CORE_PARTS) and the
+    devices outside the core registered by name. The store is created on first use (it keeps
+    a copy of guest RAM); from then on the set of parts is fixed, so devices register before."""
+
+    def __init__(self, machine: object, uc: Uc, ram: memoryview, hole: memoryview,
+                 after_restore: Callable[[Snapshot], None]) -> None:
+        self._machine = machine
+        self._uc, self._ram, self._hole = uc, ram, hole
+        self._after_restore = after_restore
+        self._devices: dict[str, Persistent] = {}
+        self._store: SnapshotStore | None = None
+
+    def register(self, name: str, device: Persistent) -> None:
+        """A device outside the core (the board's, the HAL's) whose state goes back in time
+        with the machine: its saved state is part of every snapshot, under ``name``."""
+        if self._store is not None:
+            raise RuntimeError(f"{name}: devices are registered before the first snapshot")
+        if name in self._devices:
+            raise ValueError(f"a device named {name} is already registered")
+        if name in CORE_PARTS:
+            raise ValueError(f"a device is named as a core component: {name}")
+        self._devices[name] = device
+
+    def store(self) -> SnapshotStore:
+        if self._store is None:
+            parts: dict[str, Persistent] = {name: getattr(self._machine, name)
+                                            for name in CORE_PARTS}
+            parts.update(self._devices)
+            self._store = SnapshotStore(self._uc, self._ram, self._hole, parts,
+                                        self._after_restore)
+        return self._store

@@ -24,7 +24,8 @@ class StopReason(str, enum.Enum):
     DOUBLE_FAULT = "double-fault"      # a #DF whose IDT entry is a task gate (Linux's)
     GUEST_PANIC = "guest-panic"        # the guest kernel entered its panic or oops path
     BAD_MEMORY = "bad-memory"
-    MONITOR_ERROR = "monitor-error"
+    VMM_ERROR = "monitor-error"         # the value is the documented stop reason
+    MONITOR_ERROR = "monitor-error"     # old name (an alias), still used by dbgvm/repl
     BREAKPOINT = "breakpoint"
     WATCHPOINT = "watchpoint"
     STEP = "step"

@@ -4,8 +4,8 @@ A software interrupt is delivered through the guest's IDT; a #PF goes to the pag
 (fill the shadow, carry out a page-table store, or reflect); a #GP or #NP of a sensitive
 instruction the guest may execute is emulated (privileged.py, looked up by the decoder);
 anything else is reflected to the guest. A #UD is a hypercall (``vmcall``) or reflected.
-Whatever the guest does, the host survives: an error in the monitor ends the run with
-MONITOR_ERROR, a GuestStop with its own reason.
+Whatever the guest does, the host survives: an error in the VMM ends the run with
+VMM_ERROR, a GuestStop with its own reason.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .events import EventKind
 from .faults import GuestFault, GuestStop, Vector
 from .instruction_hooks import InstructionHooks
 from .paging import Paging
+from .privileged import NEXT, NOT_SENSITIVE
 from .stops import StopReason
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class TrapDispatch:
         except GuestStop as stop:
             self.guest_stop(stop, m.trap_eip)
         except Exception as exc:  # noqa: BLE001 - the host must survive any guest action
-            self.monitor_error(exc, m.trap_eip)
+            self.vmm_error(exc, m.trap_eip)
         finally:
             latch.rearm()
             self.in_exception_hook = False
@@ -76,20 +77,20 @@ class TrapDispatch:
             try:
                 decoded = self._decoder.decoded(eip)
             except GuestFault:
-                decoded = None   # not an instruction the monitor knows: not one it emulates
+                decoded = None   # not an instruction the VMM knows: not one it emulates
             handler = decoded.handler if decoded is not None else None
             if handler is not None and (vcpu.cpl == 0 or decoded.mnemonic == "rdtsc" or (
                     decoded.mnemonic in ("cli", "sti") and vcpu.cpl <= vcpu.iopl)):
                 insn = decoded.insn
                 try:
-                    jumped = handler(m, insn)
+                    emulation = handler(m, insn)
                 except GuestFault as fault:
                     m.emit_trap(vector, eip, insn, "reflect")
                     m.reflect(fault, eip)
                     return
-                if jumped is not None:
+                if emulation is not NOT_SENSITIVE:
                     m.emit_trap(vector, eip, insn, "emulate")
-                    if not jumped:
+                    if emulation is NEXT:
                         m.regs.write(UC_X86_REG_EIP, eip + decoded.size)
                     return
             if vector == Vector.GP and error_code & 0xFFFC and \
@@ -113,7 +114,7 @@ class TrapDispatch:
         except GuestStop as stop:
             self.guest_stop(stop, eip)
         except Exception as exc:  # noqa: BLE001
-            self.monitor_error(exc, eip)
+            self.vmm_error(exc, eip)
         finally:
             m.latch.rearm()
             self.in_exception_hook = False
@@ -138,7 +139,7 @@ class TrapDispatch:
         else:
             self._m.end_run(stop.reason, message, 1, eip)
 
-    def monitor_error(self, exc: Exception, eip: int) -> None:
+    def vmm_error(self, exc: Exception, eip: int) -> None:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        self._m.end_run(StopReason.MONITOR_ERROR, f"monitor error at eip {eip:#010x} "
+        self._m.end_run(StopReason.VMM_ERROR, f"monitor error at eip {eip:#010x} "
                         f"({self._m.describe_insn(eip)}): {detail}", 1, eip)

@@ -1,9 +1,9 @@
 """Calibrated access to Unicorn 2.1.4 internals that its API does not expose.
 
 1. ``env->old_exception`` is never reset (unicorn #1883, #578): after one handled #GP/#PF/#DE
-   the next one is reported as #DF and the third stops emulation silently. The monitor resets
+   the next one is reported as #DF and the third stops emulation silently. The VMM resets
    the field after every exception it handles. The same context blob holds ``env->error_code``
-   and ``env->exception_is_int``, which the monitor needs to reflect faults with their error
+   and ``env->exception_is_int``, which the VMM needs to reflect faults with their error
    code and to tell ``INT n`` from a processor exception of the same vector.
 2. ``uc->emu_counter``, the number of instructions started in the current ``emu_start``: it
    lets every event carry the exact count of retired guest instructions even when a hook fires

@@ -36,7 +36,7 @@ SOFTWARE_BREAK, HARDWARE_BREAK = 0, 1          # Z0, Z1
 # from (replaylog:end), never an exit after which gdb could not reverse
 ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.POWEROFF, StopReason.HALTED,
                     StopReason.TRIPLE_FAULT, StopReason.DOUBLE_FAULT, StopReason.BAD_MEMORY,
-                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED})
+                    StopReason.VMM_ERROR, StopReason.UNSUPPORTED})
 
 
 def _ignore(args: bytes) -> Callable[[bytes], bytes]:

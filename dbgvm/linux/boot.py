@@ -23,7 +23,7 @@ from typing import BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from ..core.descriptors import MONITOR_HOLE
+from ..core.descriptors import VMM_HOLE
 from ..core.loader import BIOS_RESERVED_TOP, MULTIBOOT_SEARCH, BootImage, Chunk, LoadError
 from ..core.loader import has_multiboot_header
 from .bzimage import LOADED_HIGH, PREF_ADDRESS_VERSION, SETUP_HEADER_OFFSET, is_bzimage
@@ -42,8 +42,8 @@ SETUP_HEADER_END = 0x290      # boot_params.hdr may not run past this
 E820_RAM, E820_RESERVED = 1, 2
 KASLR_FLAG = 0x02
 LOADER_UNDEFINED = 0xFF       # type_of_loader of a boot loader without an assigned id
-# The kernel keeps its fixmap and vmalloc area below this; the monitor owns the rest.
-RESERVETOP = f"reservetop={((1 << 32) - MONITOR_HOLE) >> 20}M"
+# The kernel keeps its fixmap and vmalloc area below this; the VMM owns the rest.
+RESERVETOP = f"reservetop={((1 << 32) - VMM_HOLE) >> 20}M"
 # A vmlinux links at PAGE_OFFSET + its physical address; 1 GiB is the smallest split.
 MIN_PAGE_OFFSET = 0x40000000
 HEAD_SIZE = 64 << 10
@@ -107,7 +107,7 @@ def is_linux_kernel(path: str | Path, data: bytes | None = None) -> bool:
 
 def kernel_cmdline(cmdline: str, boot_decompressor: bool) -> str:
     """The user's command line with what dbgvm needs appended: ``reservetop`` keeps the
-    kernel's fixmap out of the monitor's top 4 MiB (unless the user chose a value), and
+    kernel's fixmap out of the VMM's top 4 MiB (unless the user chose a value), and
     the decompressor is told ``nokaslr`` so that the kernel lands where its symbols say."""
     words = cmdline.split()
     if not any(w.startswith("reservetop=") for w in words):
@@ -233,7 +233,7 @@ def _elf_image(stream: BinaryIO, name: str, ram_size: int, want_symbols: bool
 
 
 def _check_fits(what: str, start: int, end: int, ram_size: int) -> None:
-    top = min(ram_size - BIOS_RESERVED_TOP, MONITOR_HOLE)
+    top = min(ram_size - BIOS_RESERVED_TOP, VMM_HOLE)
     if end > top:
         raise LoadError(f"{what} at {start:#x}..{end:#x} does not fit in guest RAM below "
                         f"{top:#x} ({ram_size >> 20} MiB): give the guest more RAM (-m)")
@@ -252,8 +252,8 @@ def e820_map(ram_size: int) -> tuple[tuple[int, int, int], ...]:
 def place_initrd(size: int, initrd_addr_max: int, ram_size: int, kernel_end: int,
                  name: str) -> int:
     """Where the initrd goes: page-aligned, as high as the kernel allows under the reserved
-    top of RAM (the monitor hole is above all RAM), as QEMU places it."""
-    limit = min(initrd_addr_max + 1, ram_size - BIOS_RESERVED_TOP, MONITOR_HOLE)
+    top of RAM (the VMM hole is above all RAM), as QEMU places it."""
+    limit = min(initrd_addr_max + 1, ram_size - BIOS_RESERVED_TOP, VMM_HOLE)
     addr = (limit - size) & ~0xFFF
     if size > limit or addr < kernel_end:
         raise LoadError(f"{name}: an initrd of {size} bytes does not fit between the kernel "

@@ -4,7 +4,7 @@ A bzImage is a real-mode setup program followed by a protected-mode decompressor
 the kernel (an ELF ``vmlinux``) as a compressed payload. Since boot protocol 2.08 the setup
 header says where that payload is, which lets dbgvm unpack the kernel in Python and load the
 ELF directly, as QEMU's and Firecracker's direct boots do, instead of running the decompressor
-instruction by instruction under the monitor. Field offsets are those of
+instruction by instruction under the VMM. Field offsets are those of
 Documentation/x86/boot.rst; every problem is a one-line :class:`LoadError` naming the file.
 """
 from __future__ import annotations

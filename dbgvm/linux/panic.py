@@ -66,7 +66,7 @@ class PanicWatch:
 
     def _on_entry(self, uc: Uc, address: int, size: int, describe) -> None:
         m = self._machine
-        if m.debugger_is_suspended or m.run_start == (address, m.current_icount()):
+        if m.debug.is_set_aside or m.run_start == (address, m.current_icount()):
             return          # re-running history, or resuming from this very stop
         m.stop_before_current(StopReason.GUEST_PANIC, describe(), address, GUEST_PANIC_STATUS)
 

@@ -116,7 +116,7 @@ class ReverseEngine:
         if icount < m.icount or index is not None and \
                 self.store.snapshots[index].icount > m.icount:
             self._restore(index)
-        with m.events.muted(), m.debugger_suspended():
+        with m.events.muted(), m.debug.set_aside():
             while m.icount < icount:
                 stop = m.run(icount - m.icount)
                 if stop.reason is not StopReason.MAX_INSNS:
