@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 VMM_HOLE = 0xFFC00000
-MONITOR_HOLE = VMM_HOLE  # old name, still used by dbgvm/repl
 HOLE_LAST_BYTE = VMM_HOLE - 1
 
 

@@ -25,7 +25,6 @@ class StopReason(str, enum.Enum):
     GUEST_PANIC = "guest-panic"        # the guest kernel entered its panic or oops path
     BAD_MEMORY = "bad-memory"
     VMM_ERROR = "monitor-error"         # the value is the documented stop reason
-    MONITOR_ERROR = "monitor-error"     # old name (an alias), still used by dbgvm/repl
     BREAKPOINT = "breakpoint"
     WATCHPOINT = "watchpoint"
     STEP = "step"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core.descriptors import MONITOR_HOLE
+from ..core.descriptors import VMM_HOLE
 from ..core.guest_paging import FRAME, LARGE_FRAME, PS
 from ..core.vcpu import CR0_PG, CR4_PSE
 
@@ -48,7 +48,7 @@ def guest_pages(m: "Machine") -> Iterator[Mapping]:
     directory = m.memory.read_physical(vcpu.cr3 & FRAME, PAGE)
     for index, pde in enumerate(struct.unpack("<1024I", directory)):
         base = index << 22
-        if base >= MONITOR_HOLE:
+        if base >= VMM_HOLE:
             break
         if not pde & _PRESENT:
             continue
@@ -103,7 +103,7 @@ def map_report(m: "Machine") -> str:
         return head
     ranges = merged(guest_pages(m))
     lines = [f"guest cr3 {m.vcpu.cr3:#010x}: {len(ranges)} ranges below the monitor hole "
-             f"({MONITOR_HOLE:#010x})",
+             f"({VMM_HOLE:#010x})",
              f"{'range':<17} {'size':>8} rights {'first page':>10}  shadow (kernel view)"]
     for r in ranges:
         pages = (r.end - r.start) // PAGE

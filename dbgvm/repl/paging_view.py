@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from ..core.descriptors import MONITOR_HOLE
+from ..core.descriptors import VMM_HOLE
 from ..core.guest_paging import FRAME, LARGE_FRAME, PS, PageFault, walk
 from ..core.vcpu import CR0_PG, CR0_WP, CR4_PSE
 
@@ -43,7 +43,7 @@ def walk_report(m: "Machine", vaddr: int) -> str:
             f"{'on' if vcpu.cr0 & CR0_WP else 'off'}, virtual cpl {vcpu.cpl}")
     rows: dict[str, list[str]] = {"pde": [], "pte": [], "page": []}
     # the guest's own walk
-    if vaddr >= MONITOR_HOLE:
+    if vaddr >= VMM_HOLE:
         rows["pde"].append("(monitor hole)")
         rows["pte"].append("-")
         rows["page"].append("-")

@@ -82,7 +82,7 @@ class ReverseExecution(Protocol):
 # a run that ended like this cannot sensibly go on (a powered-off guest would otherwise run
 # on past its power-off, into whatever code follows the request)
 ENDING = frozenset({StopReason.DEBUG_EXIT, StopReason.TRIPLE_FAULT, StopReason.BAD_MEMORY,
-                    StopReason.MONITOR_ERROR, StopReason.UNSUPPORTED, StopReason.POWEROFF})
+                    StopReason.VMM_ERROR, StopReason.UNSUPPORTED, StopReason.POWEROFF})
 
 
 def _refuse_under_gdb(command: Command) -> None:
