@@ -625,6 +625,17 @@ class TrapProfile:
         return per_trap[1] - per_trap[0]
 
 
+def _linux_files(label: str):
+    """The cached Debian kernel and initrd (fetched if needed), or None after a line saying
+    why the benchmark is skipped."""
+    from dbgvm.linux.fetch import FetchError, fetch
+    try:
+        return fetch(lambda text: None)
+    except FetchError as exc:
+        print(f"{label}skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+        return None
+
+
 def dbgvm_linux_boot(files, decompressor: bool, profile: TrapProfile | None = None
                      ) -> LinuxBoot:
     from dbgvm.boot import prepare_boot
@@ -713,12 +724,8 @@ def _linux_table(plain: LinuxBoot, timed: LinuxBoot, profile: TrapProfile) -> No
 
 
 def bench_linux(repeat: int, dbgvm_repeat: int) -> None:
-    from dbgvm.linux.fetch import FetchError, fetch
-
-    try:
-        files = fetch(lambda text: None)
-    except FetchError as exc:
-        print(f"linux boot      skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+    files = _linux_files("linux boot      ")
+    if files is None:
         return
     qemu = shutil.which("qemu-system-i386") is not None
     print(f"linux boot      {files.release}, '{LINUX_APPEND}' -m {LINUX_RAM_MB}, to the busybox "
@@ -762,15 +769,12 @@ def _timed_cli(*args: str, stdin: bytes = b"") -> tuple[float, subprocess.Comple
 
 
 def bench_linux_record(repeat: int) -> None:
-    from dbgvm.linux.fetch import FetchError, fetch
     from dbgvm.record.replay import Replay
     from dbgvm.record.reverse import ReverseEngine
     from dbgvm.record.trace import read
 
-    try:
-        files = fetch(lambda text: None)
-    except FetchError as exc:
-        print(f"linux record    skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+    files = _linux_files("linux record    ")
+    if files is None:
         return
     boot = ("run", str(files.kernel), "--initrd", str(files.initrd), "--append", LINUX_APPEND,
             "-m", str(LINUX_RAM_MB), "--rtc-base", str(LINUX_RTC_BASE), "--batch")
@@ -818,12 +822,9 @@ def bench_linux_net() -> None:
     from dbgvm.boot import prepare_boot
     from dbgvm.core.loader import Module
     from dbgvm.domains import DomainConfig, Domains
-    from dbgvm.linux.fetch import FetchError, fetch
 
-    try:
-        files = fetch(lambda text: None)
-    except FetchError as exc:
-        print(f"linux net       skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+    files = _linux_files("linux net       ")
+    if files is None:
         return
     outputs = (bytearray(), bytearray())
     boot = prepare_boot(str(files.kernel), LINUX_APPEND,
@@ -924,12 +925,8 @@ def host_read_whole(path: str) -> float:
 
 
 def bench_linux_blk(repeat: int) -> None:
-    from dbgvm.linux.fetch import FetchError, fetch
-
-    try:
-        files = fetch(lambda text: None)
-    except FetchError as exc:
-        print(f"linux blk read  skipped: no Debian i386 kernel (dbgvm linux fetch: {exc})")
+    files = _linux_files("linux blk read  ")
+    if files is None:
         return
     with tempfile.NamedTemporaryFile(suffix=".img") as image:
         image.write(os.urandom(LINUX_BLK_MB << 20))

@@ -7,7 +7,11 @@ real kernel fail with the reason: booting Linux is a feature, not an option.
 """
 from __future__ import annotations
 
+import os
 import re
+import select
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,51 @@ RTC_BASE = 1_767_225_600          # 2026-01-01T00:00:00Z: runs repeat exactly
 PROMPT = re.compile(rb"\n/ # ")
 CHUNK = 20_000_000                # instructions between looks at the console
 BOOT_LIMIT = 12_000_000_000       # the crypto self-tests alone are ~3 G instructions
+
+
+class ConsolePipe:
+    """The console of a `dbgvm run --batch` subprocess: its stdout read as it comes (without
+    blocking past ``deadline``, a monotonic time), its stdin typed into."""
+
+    def __init__(self, proc: subprocess.Popen, deadline: float) -> None:
+        self.proc, self.deadline = proc, deadline
+        self.output = bytearray()
+        os.set_blocking(proc.stdout.fileno(), False)
+
+    def wait_for(self, pattern: re.Pattern[bytes], start: int) -> re.Match[bytes]:
+        """The first match of ``pattern`` in the output after ``start``."""
+        while True:
+            found = pattern.search(self.output, start)
+            if found is not None:
+                return found
+            if not self._more():
+                tail = self.output[-3000:].decode("utf-8", "replace")
+                raise AssertionError(f"{pattern.pattern!r} not seen (exit status "
+                                     f"{self.proc.poll()}); console ends with:\n{tail}")
+
+    def _more(self) -> bool:
+        """Read what has come (waiting up to 5 s); False at the end of the output or the
+        deadline."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], min(left, 5))
+        if ready:
+            try:
+                data = os.read(fd, 1 << 16)        # the raw pipe: b"" only at its end
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            self.output += data
+        return True
+
+    def finish(self) -> int:
+        """Read to the end; the exit status."""
+        while self._more():
+            pass
+        return self.proc.wait(timeout=max(1, self.deadline - time.monotonic()))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from linux_fixtures import RTC_BASE
+from linux_fixtures import RTC_BASE, ConsolePipe
 
 REPO = Path(__file__).resolve().parent.parent
 APPEND = "console=ttyS0 cryptomgr.notests"
@@ -34,42 +33,14 @@ FORGED_LINE = re.compile(rb"dbgvm: vm0: \d+ bad HAL packets refused.*, (\d+) for
                          rb"dropped")
 
 
-class TwoVMConsole:
+class TwoVMConsole(ConsolePipe):
     """The console of a `dbgvm run --vms 2 --batch` subprocess: lines prefixed [vmK]; a line
     typed with the prefix `@K ` goes to VM K. A partial line (a prompt) is only shown with
     the line it ends, so each command is followed by an echo of a marker with its status."""
 
     def __init__(self, proc: subprocess.Popen, deadline: float) -> None:
-        self.proc, self.deadline = proc, deadline
-        self.output = bytearray()
+        super().__init__(proc, deadline)
         self.commands = 0
-        os.set_blocking(proc.stdout.fileno(), False)
-
-    def wait_for(self, pattern: re.Pattern[bytes], start: int) -> re.Match[bytes]:
-        while True:
-            found = pattern.search(self.output, start)
-            if found is not None:
-                return found
-            if not self._more():
-                tail = self.output[-3000:].decode("utf-8", "replace")
-                raise AssertionError(f"{pattern.pattern!r} not seen (exit status "
-                                     f"{self.proc.poll()}); console ends with:\n{tail}")
-
-    def _more(self) -> bool:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            return False
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], min(left, 5))
-        if ready:
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                return True
-            if not data:
-                return False
-            self.output += data
-        return True
 
     def type(self, vm: int, line: str) -> None:
         prefix = f"@{vm} " if vm else ""
@@ -90,11 +61,6 @@ class TwoVMConsole:
                  for raw in self.output[start:end.start()].split(b"\n")
                  if raw.startswith(prefix) and b"::end" not in raw]
         return "\n".join(lines), int(end.group(1))
-
-    def finish(self) -> int:
-        while self._more():
-            pass
-        return self.proc.wait(timeout=max(1, self.deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import stat
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX,
                                UC_X86_REG_ESI)
 
 from guest_build import build_linux_program
-from linux_fixtures import LinuxVM
+from linux_fixtures import ConsolePipe, LinuxVM
 
 from dbgvm.core.events import EventKind
 from dbgvm.core.faults import StopReason
@@ -146,40 +145,12 @@ def test_vdso_sysenter_path_with_six_arguments(linux_kernel, vdso6, vdso6_initrd
 
 # --- 2. a recorded Linux run replays verified -------------------------------------------------
 
-class Console:
-    """A `dbgvm run --batch` subprocess's console: stdout read as it comes, stdin typed."""
-
-    def __init__(self, proc: subprocess.Popen, deadline: float) -> None:
-        self.proc, self.deadline = proc, deadline
-        self.output = bytearray()
-        os.set_blocking(proc.stdout.fileno(), False)
+class Console(ConsolePipe):
+    """A `dbgvm run --batch` subprocess's console at the busybox prompt."""
 
     def read_until(self, pattern: bytes, start: int) -> int:
         """Offset just past the first ``pattern`` after ``start``."""
-        while True:
-            found = self.output.find(pattern, start)
-            if found >= 0:
-                return found + len(pattern)
-            if not self._more():
-                tail = self.output[-2000:].decode("utf-8", "replace")
-                raise AssertionError(f"{pattern!r} not seen (exit status "
-                                     f"{self.proc.poll()}); console ends with:\n{tail}")
-
-    def _more(self) -> bool:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            return False
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], min(left, 5))
-        if ready:
-            try:
-                data = os.read(fd, 1 << 16)        # the raw pipe: b"" only at its end
-            except BlockingIOError:
-                return True
-            if not data:
-                return False
-            self.output += data
-        return True
+        return self.wait_for(re.compile(re.escape(pattern)), start).end()
 
     def command(self, line: str) -> str:
         """Type ``line`` at the prompt; what it printed up to the next prompt."""
@@ -189,11 +160,6 @@ class Console:
         echoed = self.read_until(line.encode() + b"\r\n", start)
         end = self.read_until(b"\n" + PROMPT, echoed - 1)
         return self.output[echoed:end - len(PROMPT)].decode().replace("\r\n", "\n")
-
-    def finish(self) -> int:
-        while self._more():
-            pass
-        return self.proc.wait(timeout=max(1, self.deadline - time.monotonic()))
 
 
 def _dbgvm(*args: str) -> list[str]:
