@@ -42,7 +42,7 @@ from .record.trace import read as read_trace
 
 if TYPE_CHECKING:
     from .gdbstub.hostio import ServedFile
-    from .repl.commands import Monitor
+    from .repl.commands import CommandInterpreter
 
 USAGE_ERROR = 2
 INTERRUPTED = 130                # as a shell reports a command ended by SIGINT
@@ -580,10 +580,10 @@ def _start_recording(args: argparse.Namespace, kernel: str, modules: tuple[Modul
                       domains)
 
 
-def _monitor(domains: Domains) -> Monitor:
+def _monitor(domains: Domains) -> CommandInterpreter:
     """The monitor over these VMs: `continue` runs them all side by side."""
-    from .repl.commands import Monitor
-    return Monitor(run=lambda max_insns, interrupted: domains.run(max_insns,
+    from .repl.commands import CommandInterpreter
+    return CommandInterpreter(run=lambda max_insns, interrupted: domains.run(max_insns,
                                                                  interrupted=interrupted),
                    machines=domains.machines, hal_stats=domains.hal_stats,
                    console_input=domains.console_input)
@@ -607,7 +607,7 @@ def _history_file(args: argparse.Namespace) -> str | None:
     return history
 
 
-def _run_scripts(monitor: Monitor, scripts: list[str]) -> bool:
+def _run_scripts(monitor: CommandInterpreter, scripts: list[str]) -> bool:
     """--batch -x: run each script in turn until one fails (False) or says quit."""
     from .repl.app import run_script
     for path in scripts:
@@ -757,7 +757,7 @@ def replay_command(args: argparse.Namespace, err: TextIO) -> int:
 def _debug_replay(replay: Replay, console: ConsoleOutput, seen: SeenOutput,
                   args: argparse.Namespace, err: TextIO) -> int:
     """VM 0 of the replay under the monitor and/or gdb, forwards and backwards."""
-    from .repl.commands import Monitor
+    from .repl.commands import CommandInterpreter
     machine = replay.domains.machines[0]
     verifier = replay.verifiers[0]
 
@@ -769,7 +769,7 @@ def _debug_replay(replay: Replay, console: ConsoleOutput, seen: SeenOutput,
     end = replay.trace.ends[0]
     engine = ReverseEngine(machine, end.icount, args.snapshot_every, going_back, console=seen,
                            recorded_end=f"{end.reason}: {end.message}")
-    monitor = Monitor(run=lambda max_insns, interrupted: engine.run(max_insns,
+    monitor = CommandInterpreter(run=lambda max_insns, interrupted: engine.run(max_insns,
                                                                     interrupted=interrupted),
                       machines=[machine], reverse=engine)
     if args.gdb or args.gdb_default:

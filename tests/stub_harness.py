@@ -13,7 +13,7 @@ from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
 from dbgvm.gdbstub import rsp
 from dbgvm.gdbstub.server import GdbServer
-from dbgvm.repl.commands import Monitor
+from dbgvm.repl.commands import CommandInterpreter
 
 
 def machine_for(name: str) -> Machine:
@@ -27,7 +27,7 @@ class Stub:
 
     def __init__(self, machine: Machine, **kwargs) -> None:
         self.machine = machine
-        kwargs.setdefault("monitor", Monitor(machine).run)
+        kwargs.setdefault("monitor", CommandInterpreter(machine).run)
         self.log: list[str] = []
         self.server = GdbServer(machine, ("127.0.0.1", 0), log=self.log.append, **kwargs)
         self.port = self.server.address[1]

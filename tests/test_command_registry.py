@@ -16,7 +16,7 @@ import dbgvm.repl.commands as package
 from dbgvm.core.assembly import build_machine
 from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
-from dbgvm.repl.commands import REGISTRY, Command, Monitor, Needs
+from dbgvm.repl.commands import REGISTRY, Command, CommandInterpreter, Needs
 from dbgvm.repl.errors import CommandError, Problem
 from dbgvm.repl.parser import parse
 
@@ -55,9 +55,9 @@ def machine():
     return m
 
 
-def _monitor(machine) -> Monitor:
+def _monitor(machine) -> CommandInterpreter:
     # a recorded run, so that the commands that need one reach their handler
-    return Monitor(machine, reverse=SimpleNamespace(machine=machine, end_icount=10))
+    return CommandInterpreter(machine, reverse=SimpleNamespace(machine=machine, end_icount=10))
 
 
 def test_the_registry_holds_every_command_class_and_each_has_an_example():
@@ -120,7 +120,7 @@ def test_an_ended_vm_refuses_the_commands_that_need_a_runnable_one(cls, machine,
                          ids=lambda cls: cls.__name__)
 def test_without_a_recorded_run_the_commands_that_need_one_fail_first(cls, machine,
                                                                        monkeypatch):
-    mon = Monitor(machine)
+    mon = CommandInterpreter(machine)
     monkeypatch.setitem(REGISTRY.handlers, cls, lambda monitor, command: pytest.fail(
         "the handler ran"))
     assert mon.run(EXAMPLES[cls.__name__]).startswith(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from stub_harness import Stub, machine_for
 
-from dbgvm.repl.commands import Monitor
+from dbgvm.repl.commands import CommandInterpreter
 
 BASICS_EXIT = b"W21"            # the basics guest's debug-exit status, 33
 
@@ -16,7 +16,7 @@ BASICS_EXIT = b"W21"            # the basics guest's debug-exit status, 33
 @pytest.fixture
 def basics():
     machine = machine_for("basics")
-    monitor = Monitor(machine)
+    monitor = CommandInterpreter(machine)
     stub = Stub(machine, monitor=monitor.run)
     yield stub, monitor, machine.symbols
     stub.close()

@@ -21,7 +21,7 @@ from dbgvm.core.events import EventKind
 from dbgvm.linux import kallsyms
 from dbgvm.linux.boot import load_linux
 from dbgvm.linux.bzimage import parse_setup_header, unpack
-from dbgvm.repl.commands import Monitor
+from dbgvm.repl.commands import CommandInterpreter
 
 NAMED = ("start_kernel", "schedule", "do_sys_openat2", "sysrq_handle_crash")
 CONTINUE_LIMIT = 2_000_000_000    # a breakpoint never hit fails the test instead of hanging
@@ -134,7 +134,8 @@ def guest(linux_kernel):
     def run(max_insns, interrupted):
         return domains.run(CONTINUE_LIMIT if max_insns is None else max_insns,
                            interrupted=interrupted)
-    monitor = Monitor(run=run, machines=domains.machines, console_input=domains.console_input)
+    monitor = CommandInterpreter(run=run, machines=domains.machines,
+                                 console_input=domains.console_input)
     vm.monitor = monitor
     yield vm
     vm.close()

@@ -17,7 +17,7 @@ from dbgvm.core.faults import StopReason
 from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
 from dbgvm.record.reverse import ReverseEngine
-from dbgvm.repl.commands import Monitor
+from dbgvm.repl.commands import CommandInterpreter
 from dbgvm.repl.errors import Problem
 from dbgvm.repl.parser import parse
 
@@ -26,7 +26,7 @@ def setup(name="basics", **monitor_args):
     m = build_machine()
     image = load(build(name), m.ram_size)
     m.load(image)
-    return m, Monitor(m, **monitor_args), image.symbols
+    return m, CommandInterpreter(m, **monitor_args), image.symbols
 
 
 def reference_events(name: str, kind: EventKind, count: int) -> list[Event]:
@@ -428,7 +428,7 @@ def test_runner_and_several_vms():
         calls.append((max_insns, interrupted()))
         stops = [mm.run(max_insns, interrupted=interrupted) for mm in machines]
         return stops[0]
-    mon = Monitor(machines=machines, run=runner)
+    mon = CommandInterpreter(machines=machines, run=runner)
     out = mon.run("vm")
     assert out.splitlines()[0].startswith("* vm 0: paused")
     assert mon.run("vm 1").splitlines()[1].startswith("* vm 1")
@@ -506,7 +506,7 @@ def end_of_run(name: str = "basics") -> int:
 def reverse_setup(name="basics", *, interval=100, end=None, **monitor_args):
     m, _, sym = setup(name)
     engine = ReverseEngine(m, end_of_run(name) if end is None else end, interval=interval)
-    return m, Monitor(m, reverse=engine, **monitor_args), sym, engine
+    return m, CommandInterpreter(m, reverse=engine, **monitor_args), sym, engine
 
 
 def same_state(m: Machine, icount: int, name: str = "basics") -> bool:
@@ -752,7 +752,7 @@ def test_going_back_needs_a_recorded_run():
 def test_only_the_recorded_vm_goes_back():
     machines = [fresh("paging", 0), fresh("basics", 0)]
     engine = ReverseEngine(machines[1], end_of_run("basics"), interval=100)
-    mon = Monitor(machines=machines, reverse=engine)
+    mon = CommandInterpreter(machines=machines, reverse=engine)
     out = mon.run("rstep")
     assert out.startswith("error: only VM 1 has a recorded run to go back in ('vm 1')")
     mon.run("step 3")                                  # VM 0 runs forward on its own
@@ -761,7 +761,7 @@ def test_only_the_recorded_vm_goes_back():
     mon.run("step 4")
     assert mon.run("rstep").endswith("(icount 3)\n") and machines[1].icount == 3
     with pytest.raises(ValueError):
-        Monitor(machines[0], reverse=engine)
+        CommandInterpreter(machines[0], reverse=engine)
 
 
 def test_quit_sets_the_flag():
@@ -808,7 +808,7 @@ def test_runtime_errors_say_what_and_where_and_change_nothing(line, problem, col
         m, mon, _, _ = reverse_setup()
     elif problem is Problem.NOT_THE_RECORDED_VM:
         other = fresh("basics", 0)
-        mon = Monitor(machines=[m, other], reverse=ReverseEngine(other, 100))
+        mon = CommandInterpreter(machines=[m, other], reverse=ReverseEngine(other, 100))
     if problem is Problem.ENDED:
         mon.run("c")
     regs = m.registers()
@@ -828,7 +828,7 @@ def test_runtime_errors_say_what_and_where_and_change_nothing(line, problem, col
     assert mon.vm.points.points == points
 
 
-def _message(problem: Problem, line: str, mon: Monitor) -> str:
+def _message(problem: Problem, line: str, mon: CommandInterpreter) -> str:
     from dbgvm.repl.errors import CommandError
     try:
         mon.execute(parse(line), from_gdb=problem in UNDER_GDB) \
@@ -869,7 +869,7 @@ def test_console_and_trace_prefixes_are_vm_n_everywhere():
     m0, m1 = build_machine(), build_machine()
     for m in (m0, m1):
         m.load(load(build("basics"), m.ram_size))
-    mon = Monitor(machines=[m0, m1])
+    mon = CommandInterpreter(machines=[m0, m1])
     mon.run("trace on stop")
     mon.run("vm 1")
     out = mon.run("continue")

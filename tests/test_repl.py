@@ -25,7 +25,7 @@ from dbgvm.core.loader import load
 from dbgvm.core.machine import Machine
 from dbgvm.gdbstub.session import Session
 from dbgvm.repl.app import Repl, run_repl, run_script
-from dbgvm.repl.commands import Monitor
+from dbgvm.repl.commands import CommandInterpreter
 from dbgvm.repl.completion import MonitorCompleter, MonitorLexer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
-def drive(guest: Guest, monitor: Monitor, steps, **kwargs) -> str:
+def drive(guest: Guest, monitor: CommandInterpreter, steps, **kwargs) -> str:
     """Run the REPL on pipe input; ``steps`` is a list of (text to type, condition to wait
     for before typing the next one)."""
     out: list[str] = []
@@ -86,7 +86,7 @@ def drive(guest: Guest, monitor: Monitor, steps, **kwargs) -> str:
 
 def test_commands_console_and_breakpoints_through_the_prompt():
     guest = Guest("basics")
-    mon = Monitor(guest.machine)
+    mon = CommandInterpreter(guest.machine)
     text = drive(guest, mon, [
         ("regs\r", lambda o: "cpl 0" in o),
         ("break wait\r", lambda o: "breakpoint 1" in o),
@@ -104,7 +104,7 @@ def test_commands_console_and_breakpoints_through_the_prompt():
 
 def test_tab_completes_commands_and_symbols():
     guest = Guest("basics")
-    mon = Monitor(guest.machine)
+    mon = CommandInterpreter(guest.machine)
     text = drive(guest, mon, [
         ("disa", None), ("\t", None), (" de_in", None), ("\t", None),
         ("\r", lambda o: "div ecx" in o),
@@ -114,7 +114,7 @@ def test_tab_completes_commands_and_symbols():
 
 def test_completer_offers_what_the_grammar_accepts():
     guest = Guest("basics")
-    completer = MonitorCompleter(Monitor(guest.machine))
+    completer = MonitorCompleter(CommandInterpreter(guest.machine))
 
     def complete(text):
         return [c.text for c in completer.get_completions(Document(text), None)]
@@ -134,7 +134,7 @@ def test_completer_offers_what_the_grammar_accepts():
 
 def test_highlighting_marks_commands_numbers_registers_symbols():
     guest = Guest("basics")
-    lexer = MonitorLexer(Monitor(guest.machine))
+    lexer = MonitorLexer(CommandInterpreter(guest.machine))
     fragments = lexer.lex_document(Document("x/4x $eax+de_insn 0x10"))(0)
     styles = [(text, style) for style, text in fragments if text.strip()]
     assert styles[0] == ("x", "class:command")
@@ -146,7 +146,7 @@ def test_highlighting_marks_commands_numbers_registers_symbols():
 
 def test_ctrl_c_stops_the_running_guest_and_the_prompt_stays():
     guest = Guest("spin")
-    mon = Monitor(guest.machine)
+    mon = CommandInterpreter(guest.machine)
     text = drive(guest, mon, [
         ("c\r", lambda o: mon.running),
         ("regs\r", lambda o: "the guest is running" in o),
@@ -160,7 +160,7 @@ def test_ctrl_c_stops_the_running_guest_and_the_prompt_stays():
 
 def test_stop_command_while_running_and_toolbar():
     guest = Guest("spin")
-    mon = Monitor(guest.machine)
+    mon = CommandInterpreter(guest.machine)
     repl = Repl(mon, write=lambda text: None)
     assert " paused | eip " in repl.toolbar() and "icount 0" in repl.toolbar()
     repl.handle("c")
@@ -180,7 +180,7 @@ def test_going_back_through_the_prompt_updates_the_toolbar():
     end = Guest("basics").machine
     end.run()
     guest = Guest("basics")
-    mon = Monitor(guest.machine, reverse=ReverseEngine(guest.machine, end.icount))
+    mon = CommandInterpreter(guest.machine, reverse=ReverseEngine(guest.machine, end.icount))
     out: list[str] = []
     repl = Repl(mon, write=out.append)
     assert repl.handle("step 5", wait=True)
@@ -191,7 +191,7 @@ def test_going_back_through_the_prompt_updates_the_toolbar():
     assert repl.handle("rcontinue", wait=True)
     assert out[-1].startswith("start of the recorded run\n")
     assert "icount 0 | stop: history-start" in repl.toolbar()
-    plain = Repl(Monitor(Guest("basics").machine), write=out.append)
+    plain = Repl(CommandInterpreter(Guest("basics").machine), write=out.append)
     assert not plain.handle("goto 3", wait=True)
     assert out[-1].startswith("error: going backwards needs a recorded run")
 
@@ -199,7 +199,7 @@ def test_going_back_through_the_prompt_updates_the_toolbar():
 def test_history_file_keeps_commands(tmp_path):
     guest = Guest("basics")
     history = tmp_path / "history"
-    drive(guest, Monitor(guest.machine), [("regs\r", lambda o: "eax" in o)],
+    drive(guest, CommandInterpreter(guest.machine), [("regs\r", lambda o: "eax" in o)],
           history_file=history)
     assert "+regs" in history.read_text()
 
@@ -208,8 +208,8 @@ def test_scripts_run_before_the_prompt(tmp_path):
     guest = Guest("basics")
     script = tmp_path / "start.dbg"
     script.write_text("# comment\nbreak wait\n\ncontinue\nxp hello 5\n")
-    text = drive(guest, Monitor(guest.machine), [("info\r", lambda o: "vm 0 of 1" in o)],
-                 scripts=[script])
+    text = drive(guest, CommandInterpreter(guest.machine),
+                 [("info\r", lambda o: "vm 0 of 1" in o)], scripts=[script])
     assert "(start.dbg:2) break wait\nbreakpoint 1" in text
     assert f"{guest.symbols['hello']:08x}: 68 65 6c 6c 6f" in text
     assert text.index("68 65 6c 6c 6f") < text.index("vm 0 of 1")
@@ -219,7 +219,7 @@ def test_a_failing_script_stops_at_its_error_but_not_the_prompt(tmp_path):
     guest = Guest("basics")
     script = tmp_path / "bad.dbg"
     script.write_text("regs\nbreak nowhere\nregs\n")
-    text = drive(guest, Monitor(guest.machine), [("pic\r", lambda o: "master" in o)],
+    text = drive(guest, CommandInterpreter(guest.machine), [("pic\r", lambda o: "master" in o)],
                  scripts=[script])
     assert f"{script}:2: error: no symbol named 'nowhere' in: break nowhere\n" in text
     assert text.count("eax 0x") == 1
@@ -227,7 +227,7 @@ def test_a_failing_script_stops_at_its_error_but_not_the_prompt(tmp_path):
 
 def test_batch_script(tmp_path):
     guest = Guest("basics")
-    mon = Monitor(guest.machine)
+    mon = CommandInterpreter(guest.machine)
     script = tmp_path / "batch.dbg"
     script.write_text("catch vif\ncontinue\ninfo\nquit\nregs\n")
     out = io.StringIO()
@@ -237,14 +237,14 @@ def test_batch_script(tmp_path):
     assert "cause=sti" in text and "eax" not in text       # quit ended the script
     script.write_text("catch vif\nx 0xfff00000\nregs\n")
     out = io.StringIO()
-    assert run_script(Monitor(Guest("basics").machine), script, out) is False
+    assert run_script(CommandInterpreter(Guest("basics").machine), script, out) is False
     assert out.getvalue().splitlines()[1] == \
         f"{script}:2: error: virtual address 0xfff00000 is not mapped in: x 0xfff00000"
 
 
 def _through_gdb(machine: Machine, command: str) -> str:
     """What gdb shows for `monitor COMMAND`: the O packets of the qRcmd reply."""
-    session = Session(machine, monitor=Monitor(machine).run)
+    session = Session(machine, monitor=CommandInterpreter(machine).run)
     assert session.handle(b"qRcmd," + binascii.hexlify(command.encode())) == b"OK"
     return "".join(binascii.unhexlify(p[1:]).decode() for p in session.output)
 
@@ -255,7 +255,7 @@ def _through_gdb(machine: Machine, command: str) -> str:
 def test_the_same_command_prints_the_same_text_through_gdb(command):
     at_prompt = Guest("basics")
     prompt_out: list[str] = []
-    repl = Repl(Monitor(at_prompt.machine), write=prompt_out.append)
+    repl = Repl(CommandInterpreter(at_prompt.machine), write=prompt_out.append)
     repl.handle(command)
     assert _through_gdb(Guest("basics").machine, command) == "".join(prompt_out)
 

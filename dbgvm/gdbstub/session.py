@@ -58,7 +58,7 @@ class Runner(Protocol):
 
 
 class MonitorCommand(Protocol):
-    """Runs a monitor command line (dbgvm.repl.commands.Monitor.run): ``interrupted`` is
+    """Runs a monitor command line (dbgvm.repl.commands.CommandInterpreter.run): ``interrupted`` is
     polled while a command runs; ``from_gdb`` makes the monitor refuse the commands that
     would change the guest behind gdb's back (gdb keeps its own register cache)."""
 

@@ -1,4 +1,4 @@
-"""The interactive prompt (prompt_toolkit) and ``-x`` scripts over a Monitor.
+"""The interactive prompt (prompt_toolkit) and ``-x`` scripts over a CommandInterpreter.
 
 The prompt stays live while the guest runs: a command that runs guest code (``continue``,
 ``step``) runs in a background thread, its output, the guest console and traced events are
@@ -26,7 +26,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from .commands import Command, Monitor
+from .commands import Command, CommandInterpreter
 from .completion import STYLE, MonitorCompleter, MonitorLexer
 from .errors import CommandError, Problem, fail
 from .parser import parse
@@ -76,7 +76,7 @@ class Repl:
     """One prompt session over a monitor. ``write`` prints above the prompt (default: the
     terminal, through prompt_toolkit's stdout proxy); tests pass their own."""
 
-    def __init__(self, monitor: Monitor, *, history_file: str | Path | None = None,
+    def __init__(self, monitor: CommandInterpreter, *, history_file: str | Path | None = None,
                  input: Input | None = None, output: Output | None = None,
                  write: Callable[[str], None] | None = None) -> None:
         self.monitor = monitor
@@ -223,12 +223,12 @@ class Repl:
         self.console.flush()
 
 
-def _exit_status(monitor: Monitor) -> int:
+def _exit_status(monitor: CommandInterpreter) -> int:
     stop = monitor.vms[0].last_stop
     return stop.exit_status if stop is not None else 0
 
 
-def run_repl(monitor: Monitor, *, history_file: str | Path | None = None,
+def run_repl(monitor: CommandInterpreter, *, history_file: str | Path | None = None,
              console_sink_setter: Callable[[ConsoleSink | None], None] | None = None,
              scripts: Sequence[str | Path] = (), input: Input | None = None,
              output: Output | None = None, write: Callable[[str], None] | None = None) -> int:
@@ -256,7 +256,7 @@ def run_repl(monitor: Monitor, *, history_file: str | Path | None = None,
 
 
 @contextmanager
-def _sigint_stops(monitor: Monitor):
+def _sigint_stops(monitor: CommandInterpreter):
     """In the main thread, Ctrl-C during a batch script stops the guest, not the program."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -268,7 +268,7 @@ def _sigint_stops(monitor: Monitor):
         signal.signal(signal.SIGINT, previous)
 
 
-def run_script(monitor: Monitor, path: str | Path, out: TextIO) -> bool:
+def run_script(monitor: CommandInterpreter, path: str | Path, out: TextIO) -> bool:
     """``-x FILE`` in --batch mode: run the file's commands here, printing to ``out``; stop
     at the first failing command (``FILE:LINE: error: ...``) or at ``quit``. True when every
     command ran."""
@@ -281,7 +281,7 @@ def run_script(monitor: Monitor, path: str | Path, out: TextIO) -> bool:
         return run_lines(monitor, lines, out, str(path))
 
 
-def run_lines(monitor: Monitor, lines: Iterable[str], out: TextIO, name: str) -> bool:
+def run_lines(monitor: CommandInterpreter, lines: Iterable[str], out: TextIO, name: str) -> bool:
     for number, line in enumerate(lines, 1):
         try:
             command = parse(line)

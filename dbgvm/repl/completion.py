@@ -22,7 +22,7 @@ from .commands.base import CompletionRequest
 from .commands.registry import REGISTRY
 
 if TYPE_CHECKING:
-    from .commands import Monitor
+    from .commands import CommandInterpreter
 
 STYLE = Style.from_dict({
     "command": "bold ansicyan",
@@ -35,7 +35,7 @@ STYLE = Style.from_dict({
 
 
 class MonitorCompleter(Completer):
-    def __init__(self, monitor: "Monitor") -> None:
+    def __init__(self, monitor: "CommandInterpreter") -> None:
         self._monitor = monitor
 
     def _candidates(self, words: list[str], current: str) -> Iterable[str]:
@@ -70,7 +70,7 @@ _TOKEN = re.compile(r"(?P<space>\s+)|(?P<number>0[xX][0-9a-fA-F]+|\d+)|"
 
 
 class MonitorLexer(Lexer):
-    def __init__(self, monitor: "Monitor") -> None:
+    def __init__(self, monitor: "CommandInterpreter") -> None:
         self._monitor = monitor
 
     def lex_document(self, document: Document):

@@ -1,5 +1,5 @@
 """The monitor's commands, one module per command or tight family (registry.py lists them),
-and the Monitor that runs them (monitor.py)."""
+and the CommandInterpreter that runs them (interpreter.py)."""
 from ..memory_view import Radix, Unit
 from ..points import CatchKind
 from .base import Command, Needs
@@ -8,7 +8,7 @@ from .catch import Catch, Uncatch
 from .devices import HalStats, PicCommand, PitCommand
 from .help import Help
 from .memory import Disas, Examine, SetPhysical
-from .monitor import Monitor, ReverseExecution, Status, VmState
+from .interpreter import CommandInterpreter, ReverseExecution, Status, VmState
 from .paging import PtMap, PtPages, PtStats, PtWalk
 from .registers import Regs, SetRegister
 from .registry import REGISTRY
@@ -24,7 +24,8 @@ lookup = REGISTRY.lookup
 __all__ = [
     "COMMANDS", "CatchKind", "Radix", "Unit", "lookup",
     "REGISTRY", "Break", "Catch", "Command", "Continue", "Delete", "Disas", "Events",
-    "Examine", "Gdt", "Goto", "HalStats", "Help", "Idt", "Info", "InfoBreakpoints", "Monitor",
+    "Examine", "Gdt", "Goto", "HalStats", "Help", "Idt", "Info", "InfoBreakpoints",
+    "CommandInterpreter",
     "Needs", "PicCommand", "PitCommand", "PtMap", "PtPages", "PtStats", "PtWalk", "Quit",
     "Regs", "ReverseContinue", "ReverseExecution", "ReverseStep", "Send", "SetPhysical",
     "SetRegister", "Status", "Step", "StepIrqs", "StopCommand", "Tss", "Uncatch", "Vm",

@@ -7,7 +7,7 @@ that carry them out; and the completion of their arguments. registry.py puts the
 together; nothing else lists commands.
 
 Preconditions are declared on the command classes (``needs``, ``gdb_instead``) and checked
-in one place, Monitor.execute, before the handler runs.
+in one place, CommandInterpreter.execute, before the handler runs.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 
 class Needs(enum.Flag):
@@ -46,7 +46,7 @@ class Command:
     ends_session: ClassVar[bool] = False
 
 
-Handler = Callable[["Monitor", Any], str]
+Handler = Callable[["CommandInterpreter", Any], str]
 """Carries out one command on the monitor; returns the text to show."""
 
 Builder = Callable[[list[Any]], Any]

@@ -16,7 +16,7 @@ from ..points import Point, PointKind
 from .base import Command, CommandModule
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 OWNER = "monitor"               # whose points the monitor's are (core/debug_points.py)
 MAX_WATCH = 4096
@@ -58,7 +58,7 @@ class Watch(Command):
             "bytes at ADDR: the physical bytes ADDR maps to now.")
 
 
-def break_(m: Monitor, command: Break) -> str:
+def break_(m: CommandInterpreter, command: Break) -> str:
     addr = m.address(command.address)
     vm = m.vm
     existing = vm.points.find_break(addr)
@@ -69,7 +69,7 @@ def break_(m: Monitor, command: Break) -> str:
     return f"breakpoint {point.number} at {vm.symbols.address(addr)}\n"
 
 
-def watch(m: Monitor, command: Watch) -> str:
+def watch(m: CommandInterpreter, command: Watch) -> str:
     addr = m.address(command.address)
     length = m.count(command.length, 4, MAX_WATCH)
     m.check_mapped(addr, length, start_column(command.address))
@@ -84,7 +84,7 @@ def watch(m: Monitor, command: Watch) -> str:
     return f"watchpoint {point.number}: {point.what(vm.symbols.label(addr))}\n"
 
 
-def _remove(m: Monitor, point: Point) -> None:
+def _remove(m: CommandInterpreter, point: Point) -> None:
     """Forget one of our points and give its handle back: a point another front end (gdb)
     holds at the same place stays."""
     del m.vm.points.points[point.number]
@@ -92,7 +92,7 @@ def _remove(m: Monitor, point: Point) -> None:
         m.machine.debug.remove(point.handle)
 
 
-def delete(m: Monitor, command: Delete) -> str:
+def delete(m: CommandInterpreter, command: Delete) -> str:
     points = m.vm.points.points
     if command.number is None:
         everything = list(points.values())
@@ -106,7 +106,7 @@ def delete(m: Monitor, command: Delete) -> str:
     return f"deleted {point.kind.value} {point.number}\n"
 
 
-def info_breakpoints(m: Monitor, command: InfoBreakpoints) -> str:
+def info_breakpoints(m: CommandInterpreter, command: InfoBreakpoints) -> str:
     points = list(m.vm.points.points.values())
     if not points:
         return "no breakpoints, watchpoints or event breakpoints\n"

@@ -14,7 +14,7 @@ from ..points import CatchKind, CatchSpec, PointKind
 from .base import Command, CommandModule, CompletionRequest
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 PT_OPS = tuple(op.value for op in PtOp)
 HAL_CHANNELS = tuple(channel.name.lower() for channel in Channel)
@@ -42,7 +42,7 @@ class Uncatch(Command):
     help = "Remove every event breakpoint."
 
 
-def catch(m: Monitor, command: Catch) -> str:
+def catch(m: CommandInterpreter, command: Catch) -> str:
     vm = m.vm
     if command.kind is None:
         catches = vm.points.of(PointKind.CATCH)
@@ -54,7 +54,7 @@ def catch(m: Monitor, command: Catch) -> str:
     return f"event breakpoint {point.number}: {point.what()}\n"
 
 
-def uncatch(m: Monitor, command: Uncatch) -> str:
+def uncatch(m: CommandInterpreter, command: Uncatch) -> str:
     catches = m.vm.points.of(PointKind.CATCH)
     for point in catches:
         del m.vm.points.points[point.number]

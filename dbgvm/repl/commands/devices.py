@@ -9,7 +9,7 @@ from ..devices_view import pic_report, pit_report
 from .base import Command, CommandModule, keywords
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,15 @@ class HalStats(Command):
     help = "Per-channel HAL counters of the current VM."
 
 
-def pic(m: Monitor, command: PicCommand) -> str:
+def pic(m: CommandInterpreter, command: PicCommand) -> str:
     return pic_report(m.machine.pic)
 
 
-def pit(m: Monitor, command: PitCommand) -> str:
+def pit(m: CommandInterpreter, command: PitCommand) -> str:
     return pit_report(m.machine.pit, m.machine.clock.now())
 
 
-def hal_stats(m: Monitor, command: HalStats) -> str:
+def hal_stats(m: CommandInterpreter, command: HalStats) -> str:
     if m.hal_stats is None:
         return "no HAL devices\n"
     text = m.hal_stats(m.current)

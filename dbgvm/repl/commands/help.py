@@ -10,7 +10,7 @@ from ..errors import Problem, fail
 from .base import Command, CommandModule, CompletionRequest
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 HELP_WIDTH = 79                 # help fits an 80-column terminal, broken between words
 HELP_USAGE_WIDTH = 30           # the usage column of the command list
@@ -30,7 +30,7 @@ def summary(command: type[Command]) -> str:
     return command.help.split(". ")[0].rstrip(".")
 
 
-def help_(m: Monitor, command: Help) -> str:
+def help_(m: CommandInterpreter, command: Help) -> str:
     if command.topic is None:
         lines = []
         for cls in m.registry.commands:

@@ -14,7 +14,7 @@ from ..memory_view import Radix, Unit, dump
 from .base import Command, CommandModule
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 MAX_UNITS = 4096
 MAX_STRINGS = 64
@@ -57,7 +57,7 @@ class Disas(Command):
     help = "Disassemble N (default 10) instructions at ADDR (default eip), with symbols."
 
 
-def examine(m: Monitor, command: Examine) -> str:
+def examine(m: CommandInterpreter, command: Examine) -> str:
     addr = m.address(command.address)
     column = start_column(command.address)
     if command.radix is Radix.STRING:
@@ -74,14 +74,14 @@ def examine(m: Monitor, command: Examine) -> str:
     return dump(data, addr, command.radix, command.unit, m.vm.symbols)
 
 
-def _physical(m: Monitor, addr: int, size: int, column: int) -> bytes:
+def _physical(m: CommandInterpreter, addr: int, size: int, column: int) -> bytes:
     try:
         return m.machine.read_physical(addr, size)
     except ValueError:
         raise fail(Problem.OUTSIDE_RAM, column, addr=addr, size=size) from None
 
 
-def _strings(m: Monitor, addr: int, count: int, physical: bool, column: int) -> str:
+def _strings(m: CommandInterpreter, addr: int, count: int, physical: bool, column: int) -> str:
     out = []
     at = addr
     for _ in range(count):
@@ -101,7 +101,7 @@ def _strings(m: Monitor, addr: int, count: int, physical: bool, column: int) -> 
     return "".join(out)
 
 
-def set_physical(m: Monitor, command: SetPhysical) -> str:
+def set_physical(m: CommandInterpreter, command: SetPhysical) -> str:
     addr = m.value(command.address)
     values = []
     for expr in command.values:
@@ -116,7 +116,7 @@ def set_physical(m: Monitor, command: SetPhysical) -> str:
     return f"wrote {len(values)} bytes at physical {addr:#x}\n"
 
 
-def disas(m: Monitor, command: Disas) -> str:
+def disas(m: CommandInterpreter, command: Disas) -> str:
     addr = m.address(command.address) if command.address is not None else m.linear_eip()
     count = m.count(command.count, DEFAULT_DISAS, MAX_DISAS)
     if command.address is not None:

@@ -11,7 +11,7 @@ from ..paging_view import stats_report, walk_report
 from .base import Command, CommandModule, keywords
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,19 @@ class PtPages(Command):
             "rights (QEMU's 'info tlb').")
 
 
-def pt_walk(m: Monitor, command: PtWalk) -> str:
+def pt_walk(m: CommandInterpreter, command: PtWalk) -> str:
     return walk_report(m.machine, m.address(command.address))
 
 
-def pt_stats(m: Monitor, command: PtStats) -> str:
+def pt_stats(m: CommandInterpreter, command: PtStats) -> str:
     return stats_report(m.machine)
 
 
-def pt_map(m: Monitor, command: PtMap) -> str:
+def pt_map(m: CommandInterpreter, command: PtMap) -> str:
     return map_report(m.machine)
 
 
-def pt_pages(m: Monitor, command: PtPages) -> str:
+def pt_pages(m: CommandInterpreter, command: PtPages) -> str:
     return pages_report(m.machine)
 
 

@@ -11,7 +11,7 @@ from ..expr import Expr
 from .base import Command, CommandModule, keywords
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 _FLAGS = ((0, "CF"), (2, "PF"), (4, "AF"), (6, "ZF"), (7, "SF"), (8, "TF"), (9, "IF"),
           (10, "DF"), (11, "OF"))
@@ -35,7 +35,7 @@ class SetRegister(Command):
     gdb_instead = "'set $REG = VALUE'"
 
 
-def regs(m: Monitor, command: Regs) -> str:
+def regs(m: CommandInterpreter, command: Regs) -> str:
     r = m.machine.registers()
     flags = " ".join(name for bit, name in _FLAGS if r.eflags >> bit & 1)
     gprs = [("eax", r.eax), ("ecx", r.ecx), ("edx", r.edx), ("ebx", r.ebx),
@@ -51,7 +51,7 @@ def regs(m: Monitor, command: Regs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def set_register(m: Monitor, command: SetRegister) -> str:
+def set_register(m: CommandInterpreter, command: SetRegister) -> str:
     value = m.value(command.value)
     try:
         m.machine.write_register(command.register, value)

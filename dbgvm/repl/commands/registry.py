@@ -53,7 +53,7 @@ class Registry:
 
     @cached_property
     def handlers(self) -> dict[type[Command], Handler]:
-        """Command class -> its handler (what Monitor.execute calls)."""
+        """Command class -> its handler (what CommandInterpreter.execute calls)."""
         table: dict[type[Command], Handler] = {}
         for module in self.modules:
             table.update(module.handlers)

@@ -12,7 +12,7 @@ from .base import Command, CommandModule, Needs
 from .running import MAX_STEPS
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Goto(Command):
                    "the icount)")
 
 
-def _moved_in_time(m: Monitor, stop: Stop) -> str:
+def _moved_in_time(m: CommandInterpreter, stop: Stop) -> str:
     """After a jump in the recorded run: what the monitor keeps must describe the new point.
     Events at or after it have not happened (yet: going forward publishes them again); the
     VM has not ended; then the stop is booked and shown as any other."""
@@ -67,7 +67,7 @@ def _moved_in_time(m: Monitor, stop: Stop) -> str:
     return m.report_stop(stop)
 
 
-def reverse_step(m: Monitor, command: ReverseStep) -> str:
+def reverse_step(m: CommandInterpreter, command: ReverseStep) -> str:
     engine = m.engine()
     count = m.count(command.count, 1, MAX_STEPS)
     before = m.machine.icount
@@ -78,12 +78,12 @@ def reverse_step(m: Monitor, command: ReverseStep) -> str:
     return traced + _moved_in_time(m, stop)
 
 
-def reverse_continue(m: Monitor, command: ReverseContinue) -> str:
+def reverse_continue(m: CommandInterpreter, command: ReverseContinue) -> str:
     traced, stop = m.run_guest(m.engine().continue_back)
     return traced + _moved_in_time(m, stop)
 
 
-def goto(m: Monitor, command: Goto) -> str:
+def goto(m: CommandInterpreter, command: Goto) -> str:
     engine = m.engine()
     icount = m.value(command.icount)
     if not 0 <= icount <= engine.end_icount:

@@ -11,7 +11,7 @@ from ..expr import Expr
 from .base import Command, CommandModule, Needs, keywords
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 MAX_STEPS = 10_000_000
 
@@ -55,7 +55,7 @@ class StepIrqs(Command):
     help = "Deliver interrupts while single-stepping (default off, as QEMU's gdbstub)."
 
 
-def step_once(m: Monitor) -> Stop:
+def step_once(m: CommandInterpreter) -> Stop:
     """One instruction. Stepping from a breakpoint whose instruction first needs a shadow
     fill reports the breakpoint again without retiring anything (the fill is done by then):
     step again, so that a step always makes progress."""
@@ -71,7 +71,7 @@ def step_once(m: Monitor) -> Stop:
     return stop
 
 
-def continue_(m: Monitor, command: Continue) -> str:
+def continue_(m: CommandInterpreter, command: Continue) -> str:
     def body() -> Stop:
         # Leave a breakpoint by stepping its instruction first, as gdb does: the core's
         # own step-off does not retire an instruction that first needs a shadow fill.
@@ -92,7 +92,7 @@ def continue_(m: Monitor, command: Continue) -> str:
     return traced + m.report_stop(stop)
 
 
-def step(m: Monitor, command: Step) -> str:
+def step(m: CommandInterpreter, command: Step) -> str:
     count = m.count(command.count, 1, MAX_STEPS)
 
     def body() -> Stop:
@@ -106,14 +106,14 @@ def step(m: Monitor, command: Step) -> str:
     return traced + m.report_stop(stop)
 
 
-def stop(m: Monitor, command: StopCommand) -> str:
+def stop(m: CommandInterpreter, command: StopCommand) -> str:
     if not m.running:
         raise fail(Problem.NOT_RUNNING)
     m.request_stop()
     return "stopping the guest\n"
 
 
-def step_irqs(m: Monitor, command: StepIrqs) -> str:
+def step_irqs(m: CommandInterpreter, command: StepIrqs) -> str:
     for vm in m.vms:
         vm.machine.irqs_while_stepping = command.on
     return f"interrupts while stepping: {'on' if command.on else 'off'}\n"

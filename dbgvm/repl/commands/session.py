@@ -10,7 +10,7 @@ from ..errors import Problem, fail
 from .base import Command, CommandModule, CompletionRequest
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 SEND_TEXT_COLUMN = 5            # where the text of 'send TEXT' starts
 
@@ -51,7 +51,7 @@ class Send(Command):
     while_running = True
 
 
-def info(m: Monitor, command: Info) -> str:
+def info(m: CommandInterpreter, command: Info) -> str:
     vm, machine = m.vm, m.machine
     r = machine.registers()
     state = f"ended ({vm.ended.value})" if vm.ended else "paused"
@@ -70,14 +70,14 @@ def info(m: Monitor, command: Info) -> str:
     return "\n".join(lines) + "\n"
 
 
-def quit_(m: Monitor, command: Quit) -> str:
+def quit_(m: CommandInterpreter, command: Quit) -> str:
     m.quit_requested = True
     if m.running:
         m.request_stop()
     return ""
 
 
-def vm(m: Monitor, command: Vm) -> str:
+def vm(m: CommandInterpreter, command: Vm) -> str:
     if command.index is not None:
         if not 0 <= command.index < len(m.vms):
             raise fail(Problem.NO_VM, command.index_column, index=command.index,
@@ -93,7 +93,7 @@ def vm(m: Monitor, command: Vm) -> str:
     return "\n".join(lines) + "\n"
 
 
-def send(m: Monitor, command: Send) -> str:
+def send(m: CommandInterpreter, command: Send) -> str:
     if m.console_input is None:
         raise fail(Problem.NO_CONSOLE_INPUT, SEND_TEXT_COLUMN)
     m.console_input(m.current, command.data)

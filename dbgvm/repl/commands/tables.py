@@ -8,7 +8,7 @@ from ..tables_view import gdt_report, idt_report, tss_report
 from .base import Command, CommandModule
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,15 @@ class Tss(Command):
     help = "The guest's task-state segment (the one TR selects): ring stacks, CR3, registers."
 
 
-def gdt(m: Monitor, command: Gdt) -> str:
+def gdt(m: CommandInterpreter, command: Gdt) -> str:
     return gdt_report(m.machine)
 
 
-def idt(m: Monitor, command: Idt) -> str:
+def idt(m: CommandInterpreter, command: Idt) -> str:
     return idt_report(m.machine, m.vm.symbols)
 
 
-def tss(m: Monitor, command: Tss) -> str:
+def tss(m: CommandInterpreter, command: Tss) -> str:
     return tss_report(m.machine)
 
 

@@ -13,7 +13,7 @@ from ..expr import Expr
 from .base import Command, CommandModule, CompletionRequest
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .interpreter import CommandInterpreter
 
 EVENT_HISTORY = 10_000          # the events the monitor keeps of each VM
 DEFAULT_EVENTS = 20
@@ -39,7 +39,7 @@ class Events(Command):
     help = "Show the last N (default 20) recorded events, all kinds or one."
 
 
-def trace(m: Monitor, command: Trace) -> str:
+def trace(m: CommandInterpreter, command: Trace) -> str:
     if command.on is True:
         m.tracing = m.tracing | command.kinds
     elif command.on is False:
@@ -48,7 +48,7 @@ def trace(m: Monitor, command: Trace) -> str:
     return f"tracing {', '.join(names)}\n" if names else "tracing nothing\n"
 
 
-def events(m: Monitor, command: Events) -> str:
+def events(m: CommandInterpreter, command: Events) -> str:
     count = m.count(command.last, DEFAULT_EVENTS, EVENT_HISTORY)
     recorded = [e for e in m.vm.history if command.kind is None or e.kind is command.kind]
     if not recorded:

@@ -1,12 +1,12 @@
 """The monitor: one command language for the prompt, ``-x`` scripts and gdb's ``monitor``.
 
-``Monitor(machine).run(text) -> str`` parses a command line (parser.py), runs it against the
-Machine API and returns the text to show, the same text whichever front end asked. A command
-that does not parse or fails returns one ``error:`` line and a caret under the place, and
-changes nothing: every argument is evaluated and checked before anything is touched.
+``CommandInterpreter(machine).run(text) -> str`` parses a command line (parser.py), runs it
+against the Machine API and returns the text to show, the same text whichever front end asked.
+A command that does not parse or fails returns one ``error:`` line and a caret under the place,
+and changes nothing: every argument is evaluated and checked before anything is touched.
 
-The commands themselves are in this package's modules (registry.py lists them); the Monitor
-checks what they declare (``Needs``, refusal under gdb, ``while_running``) and offers them
+The commands themselves are in this package's modules (registry.py lists them); the
+CommandInterpreter checks what they declare (``Needs``, refusal under gdb, ``while_running``) and offers them
 what they share: evaluating expressions, reading memory without side effects, running the
 guest and reporting the stop.
 
@@ -132,7 +132,7 @@ def catch_line(hit: CatchHit) -> str:
     return f"event breakpoint {hit.number}: {hit.event.describe().split('] ', 1)[1]}"
 
 
-class Monitor:
+class CommandInterpreter:
     """The command set over one or more machines; VM 0 is current at first."""
 
     def __init__(self, machine: Machine | None = None, run: Runner | None = None, *,
@@ -145,7 +145,7 @@ class Monitor:
         if machine is not None and machine not in machines:
             machines.insert(0, machine)
         if not machines:
-            raise ValueError("a Monitor needs at least one machine")
+            raise ValueError("a CommandInterpreter needs at least one machine")
         if reverse is not None and not any(m is reverse.machine for m in machines):
             raise ValueError("the reverse engine's machine is not one of the monitor's")
         self.registry: Registry = REGISTRY
@@ -231,7 +231,7 @@ class Monitor:
 
     def should_stop(self) -> bool:
         """Polled while a command runs the guest: a stop was requested (request_stop), or
-        the caller's ``interrupted`` check (Monitor.run) says so."""
+        the caller's ``interrupted`` check (CommandInterpreter.run) says so."""
         poll = self._poll
         if poll is not None and not self._stop_flag.is_set() and poll():
             self._stop_flag.set()
