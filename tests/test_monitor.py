@@ -254,24 +254,31 @@ def test_pt_walk_agrees_with_the_guest_tables(where):
         "user_entry", str(sym["user_entry"])))
     cr3 = m.registers().cr3
     pde_addr, pde, pte_addr, pte = _guest_walk(m, cr3, vaddr)
-    lines = mon.run(f"pt walk {where}").splitlines()
-    assert lines[0].startswith(f"pt walk {vaddr:#010x}: guest paging on, cr3 {cr3:#010x}")
-    rows = {line.split()[0]: line for line in lines[2:]}
-    assert _cells(rows["pde"])[0] == (pde_addr, pde)
+    out = mon.run(f"pt walk {where}")
+    lines = out.splitlines()
+    assert lines[0] == (f"pt walk {vaddr:#010x}: guest paging on, cr3 {cr3:#010x}, pse on, "
+                        f"wp on")                    # the guest set CR4.PSE and CR0.WP
+    assert max(map(len, lines)) < 80, out
+    # three blocks (guest, shadow kernel view, shadow user view), each a title and its rows
+    # (user_entry runs in the guest's ring-3 task)
+    assert [lines[i] for i in (1, 5, 9)] == ["guest (virtual cpl 3)", "shadow, kernel view",
+                                             "shadow, user view"]
+    guest, shadow_user = ({line.split()[0]: line.split(None, 1)[1] for line in lines[i + 1:i + 4]}
+                          for i in (1, 9))
+    assert _cells(guest["pde"])[0] == (pde_addr, pde)
     if pte_addr is not None:
-        assert _cells(rows["pte"])[0] == (pte_addr, pte)
-    guest_page = rows["page"][6:42].strip()
+        assert _cells(guest["pte"])[0] == (pte_addr, pte)
+    guest_page = guest["page"]
     if not pde & 1 or (pte is not None and not pte & 1):
         assert guest_page.startswith("not present")
     else:
         frame = (pde & 0xFFC00000) | (vaddr & 0x3FF000) if pte is None else pte & ~0xFFF
         assert guest_page.startswith(f"{frame & ~0xFFF:#010x} -> {frame | (vaddr & 0xFFF):#010x}"
                                      if pte is not None else f"{pde & 0xFFC00000:#010x}")
-    # the shadow cells are the monitor's real tables: a filled user-view entry maps the
-    # same frame as the guest
-    shadow_user = rows["page"][78:].strip()
-    if shadow_user.startswith("0x") and pte is not None:
-        assert int(shadow_user, 16) == pte & ~0xFFF
+    # the shadow cells are the VMM's real tables: a filled user-view entry maps the same
+    # frame as the guest
+    if shadow_user["page"].startswith("0x") and pte is not None:
+        assert int(shadow_user["page"], 16) == pte & ~0xFFF
 
 
 def test_pt_map_and_pages_show_the_whole_guest_address_space():

@@ -162,6 +162,7 @@ def test_stop_command_while_running_and_toolbar():
     guest = Guest("spin")
     mon = CommandInterpreter(guest.machine)
     repl = Repl(mon, write=lambda text: None)
+    repl._columns = lambda: 200                   # a wide terminal: the whole bar
     assert " paused | eip " in repl.toolbar() and "icount 0" in repl.toolbar()
     repl.handle("c")
     assert wait_for(lambda: mon.running)
@@ -175,6 +176,26 @@ def test_stop_command_while_running_and_toolbar():
     assert f"icount {guest.machine.icount}" in bar
 
 
+def test_the_toolbar_fits_the_terminal_line():
+    """At 80 columns a long symbol and then the stop reason give way; the state, eip, cpl,
+    vif and icount always stay."""
+    guest = Guest("spin")
+    mon = CommandInterpreter(guest.machine)
+    repl = Repl(mon, write=lambda text: None)
+    repl.handle("c")
+    assert wait_for(lambda: mon.running)
+    assert repl.handle("stop")
+    repl.wait()
+    repl._columns = lambda: 200
+    wide = repl.toolbar()
+    assert "<spin" in wide and "stop: requested" in wide and len(wide) > 80
+    for columns in (70, 80):
+        repl._columns = lambda columns=columns: columns          # a terminal that narrow
+        bar = repl.toolbar()
+        assert len(bar) <= columns, (columns, bar)
+        assert re.search(r" paused \| eip 0x[0-9a-f]{8}.* \| cpl \d \| vif \d \| icount \d+", bar)
+
+
 def test_going_back_through_the_prompt_updates_the_toolbar():
     from dbgvm.record.reverse import ReverseEngine
     end = Guest("basics").machine
@@ -183,6 +204,7 @@ def test_going_back_through_the_prompt_updates_the_toolbar():
     mon = CommandInterpreter(guest.machine, reverse=ReverseEngine(guest.machine, end.icount))
     out: list[str] = []
     repl = Repl(mon, write=out.append)
+    repl._columns = lambda: 200                   # a wide terminal: the whole bar
     assert repl.handle("step 5", wait=True)
     assert repl.handle("rstep 2", wait=True)
     assert out[-1].endswith("   (icount 3)\n")

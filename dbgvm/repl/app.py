@@ -12,6 +12,7 @@ Entry points for the CLI: :func:`run_repl` (the prompt, after optional scripts) 
 """
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 import threading
@@ -192,10 +193,22 @@ class Repl:
         if mon.running:
             return f" {vm} | running | icount {mon.machine.icount} | Ctrl-C stops "
         state = "ended" if status.ended else "paused"
-        eip = mon.vm.symbols.address(status.eip)
         stop = f" | stop: {status.stop}" if status.stop else ""
-        return (f" {vm} | {state} | eip {eip} | cpl {status.cpl} | vif {int(status.vif)} | "
-                f"icount {status.icount}{stop} ")
+        # the whole bar on one terminal line: a long symbol goes first, then the stop reason
+        for eip, why in ((mon.vm.symbols.address(status.eip), stop), (f"{status.eip:#010x}", stop),
+                         (f"{status.eip:#010x}", "")):
+            bar = (f" {vm} | {state} | eip {eip} | cpl {status.cpl} | vif {int(status.vif)} | "
+                   f"icount {status.icount}{why} ")
+            if len(bar) <= self._columns():
+                break
+        return bar
+
+    def _columns(self) -> int:
+        """The terminal's width (80 without a terminal)."""
+        try:
+            return (self._session.output if self._session else self._output).get_size().columns
+        except (AttributeError, OSError):
+            return shutil.get_terminal_size((80, 24)).columns
 
     def _prompt_session(self) -> PromptSession:
         return PromptSession(history=self._history, completer=MonitorCompleter(self.monitor),

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ..core.machine import Machine
 
 _BITS = ((1, "P"), (2, "W"), (4, "U"), (0x20, "A"), (0x40, "D"), (0x100, "G"))
-WIDTH = 34
 
 
 def flags(entry: int, directory: bool = False) -> str:
@@ -40,7 +39,7 @@ def walk_report(m: "Machine", vaddr: int) -> str:
     paging = bool(vcpu.cr0 & CR0_PG)
     head = (f"pt walk {vaddr:#010x}: guest paging {'on' if paging else 'off'}, cr3 "
             f"{vcpu.cr3:#010x}, pse {'on' if vcpu.cr4 & CR4_PSE else 'off'}, wp "
-            f"{'on' if vcpu.cr0 & CR0_WP else 'off'}, virtual cpl {vcpu.cpl}")
+            f"{'on' if vcpu.cr0 & CR0_WP else 'off'}")
     rows: dict[str, list[str]] = {"pde": [], "pte": [], "page": []}
     # the guest's own walk
     if vaddr >= VMM_HOLE:
@@ -82,10 +81,12 @@ def walk_report(m: "Machine", vaddr: int) -> str:
         rows["pte"].append(_entry(shadow.pte_addr, pte) if pte
                            else f"[{shadow.pte_addr:#010x}] empty")
         rows["page"].append(f"{pte & FRAME:#010x}" if pte & 1 else "not filled")
-    titles = ["guest", "shadow, kernel view", "shadow, user view"]
-    lines = [head, "      " + "".join(t.ljust(WIDTH + 2) for t in titles).rstrip()]
-    for name, cells in rows.items():
-        lines.append(f"{name:<6}" + "".join(c.ljust(WIDTH + 2) for c in cells).rstrip())
+    # one block per view, so that the walk fits an 80-column terminal
+    titles = [f"guest (virtual cpl {vcpu.cpl})", "shadow, kernel view", "shadow, user view"]
+    lines = [head]
+    for column, title in enumerate(titles):
+        lines.append(title)
+        lines += [f"  {name:<5} {cells[column]}" for name, cells in rows.items()]
     return "\n".join(lines) + "\n"
 
 
