@@ -58,7 +58,10 @@ class TrapDispatch:
                 if intno == Vector.PF:
                     self._paging.page_fault(latch.error_code(), eip)
                 else:
-                    latch.settle_flags()
+                    if intno != Vector.DB:
+                        # a #DB is reported between instructions: none had started, and the
+                        # arithmetic flags are where the last one left them
+                        latch.settle_flags()
                     self._handle_fault(intno, latch.error_code(), eip)
         except GuestStop as stop:
             self.guest_stop(stop, m.trap_eip)
