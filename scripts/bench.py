@@ -346,12 +346,8 @@ def bench_record_replay(repeat: int) -> None:
               f"replay+verify {replayed:.3f} s: ratio {replayed / recorded:.3f} to recording")
 
 
-def bench_reverse_stepi() -> None:
-    """(A machine without outside inputs replays itself: the engine needs no trace here.)"""
-    from dbgvm.record.reverse import ReverseEngine
-    fresh = build_machine()
-    fresh.load(load(build("bench_compute"), fresh.ram_size))
-    engine = ReverseEngine(fresh, RECORD_INSNS)
+def _forward_then_step_back(engine) -> tuple[float, list[float]]:
+    """Seconds to run ``engine`` to its end (taking snapshots), then of five reverse-stepi."""
     start = time.perf_counter()
     engine.run()
     forward = time.perf_counter() - start
@@ -360,6 +356,16 @@ def bench_reverse_stepi() -> None:
         start = time.perf_counter()
         engine.step_back()
         latencies.append(time.perf_counter() - start)
+    return forward, latencies
+
+
+def bench_reverse_stepi() -> None:
+    """(A machine without outside inputs replays itself: the engine needs no trace here.)"""
+    from dbgvm.record.reverse import ReverseEngine
+    fresh = build_machine()
+    fresh.load(load(build("bench_compute"), fresh.ram_size))
+    engine = ReverseEngine(fresh, RECORD_INSNS)
+    forward, latencies = _forward_then_step_back(engine)
     print(f"reverse-stepi   {max(latencies) * 1e3:6.1f} ms worst of 5 (mean "
           f"{sum(latencies) / 5 * 1e3:.1f} ms) at icount {fresh.icount} of a "
           f"{RECORD_INSNS}-instruction run (forward with snapshots: {forward:.3f} s, "
@@ -793,14 +799,7 @@ def bench_linux_record(repeat: int) -> None:
         replay = Replay(parsed, lambda vm, data: None)
         try:
             engine = ReverseEngine(replay.domains.machines[0], end.icount)
-            start = time.perf_counter()
-            engine.run()
-            forward = time.perf_counter() - start
-            latencies = []
-            for _ in range(5):
-                start = time.perf_counter()
-                engine.step_back()
-                latencies.append(time.perf_counter() - start)
+            forward, latencies = _forward_then_step_back(engine)
         finally:
             replay.close()
     print(f"linux record    boot + typed input to poweroff, {end.icount / 1e6:.0f} M insns, "
